@@ -1,0 +1,116 @@
+//! Command-line interface: raw flags, turned into configuration [`Sources`] and a command.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Sources;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hello-streams",
+    version,
+    about = "Counts hellos per key from Kafka into local RocksDB state, exactly once, and serves them over HTTP and the Redis protocol"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: ConfigFlags,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags that override the configuration; they apply to every subcommand.
+#[derive(Debug, Args)]
+pub struct ConfigFlags {
+    /// Configuration file (default: config/default.toml when present)
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override any field: --set section.field=value (repeatable)
+    #[arg(long = "set", global = true, value_name = "SECTION.FIELD=VALUE")]
+    pub set: Vec<String>,
+    /// kafka.bootstrap_servers
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub bootstrap_servers: Option<String>,
+    /// app.application_id
+    #[arg(long, global = true)]
+    pub application_id: Option<String>,
+    /// app.instance_id
+    #[arg(long, global = true)]
+    pub instance_id: Option<String>,
+    /// app.state_dir
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// app.processing_guarantee
+    #[arg(long, global = true, value_parser = ["exactly_once", "at_least_once"])]
+    pub processing_guarantee: Option<String>,
+    /// query.http_addr
+    #[arg(long, global = true, value_name = "IP:PORT")]
+    pub http_addr: Option<String>,
+    /// query.resp_addr
+    #[arg(long, global = true, value_name = "IP:PORT")]
+    pub resp_addr: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the stream processor and its query servers until SIGINT/SIGTERM
+    Run,
+    /// Validate the configuration and print the effective values
+    CheckConfig,
+    /// Read the local state stores directly (works on a stopped instance)
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+    /// Ask a running instance for a key's state over HTTP
+    Query {
+        key: String,
+        /// Base URL of any instance (default: http:// + query.http_addr)
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Print one key's state as JSON
+    Get { key: String },
+    /// Print every key's state, one JSON object per line
+    Dump,
+}
+
+impl ConfigFlags {
+    /// The flags as configuration sources (environment included), in precedence order.
+    pub fn sources(&self) -> Sources {
+        let mut overrides = Vec::new();
+        let mut push = |field: &str, value: Option<String>| {
+            if let Some(value) = value {
+                overrides.push(format!("{field}={}", quote(&value)));
+            }
+        };
+        push("kafka.bootstrap_servers", self.bootstrap_servers.clone());
+        push("app.application_id", self.application_id.clone());
+        push("app.instance_id", self.instance_id.clone());
+        push(
+            "app.state_dir",
+            self.state_dir.as_ref().map(|p| p.display().to_string()),
+        );
+        push(
+            "app.processing_guarantee",
+            self.processing_guarantee.clone(),
+        );
+        push("query.http_addr", self.http_addr.clone());
+        push("query.resp_addr", self.resp_addr.clone());
+        overrides.extend(self.set.iter().cloned());
+        Sources {
+            file: self.config.clone(),
+            env: std::env::vars().collect(),
+            overrides,
+        }
+    }
+}
+
+/// Named flags are always strings, even when they look like numbers.
+fn quote(value: &str) -> String {
+    format!("{value:?}")
+}

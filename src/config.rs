@@ -1,0 +1,669 @@
+//! Configuration: `config/default.toml` (or `--config`), then environment, then flags, merged
+//! as TOML and validated into the typed [`Config`] the rest of the program sees.
+//!
+//! Every error names the field and says how to fix it, in one line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment overrides: `HELLO_STREAMS__KAFKA__BOOTSTRAP_SERVERS=...`.
+pub const ENV_PREFIX: &str = "HELLO_STREAMS__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML at line {line}, column {column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("config field `{field}`: {problem}; fix: {fix}")]
+    Field {
+        field: String,
+        problem: String,
+        fix: String,
+    },
+    #[error("override `{text}` from {origin}: {problem}")]
+    Override {
+        text: String,
+        origin: &'static str,
+        problem: String,
+    },
+}
+
+fn field_error(field: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field: field.to_owned(),
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
+impl Guarantee {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Guarantee::ExactlyOnce => "exactly_once",
+            Guarantee::AtLeastOnce => "at_least_once",
+        }
+    }
+}
+
+// ---- the file's shape: every field optional, unknown fields rejected ----
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub app: RawApp,
+    pub topics: RawTopics,
+    pub kafka: RawKafka,
+    pub query: RawQuery,
+    pub log: RawLog,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            app: RawApp::default(),
+            topics: RawTopics::default(),
+            kafka: RawKafka::default(),
+            query: RawQuery::default(),
+            log: RawLog::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApp {
+    pub application_id: String,
+    pub instance_id: String,
+    pub state_dir: PathBuf,
+    pub processing_guarantee: Guarantee,
+    pub commit_interval_ms: u64,
+    pub reset_interval_ms: u64,
+    pub max_value_bytes: u64,
+    pub dlq_max_value_bytes: u64,
+}
+
+impl Default for RawApp {
+    fn default() -> Self {
+        RawApp {
+            application_id: "hello-streams".into(),
+            instance_id: String::new(),
+            state_dir: PathBuf::from("state"),
+            processing_guarantee: Guarantee::ExactlyOnce,
+            commit_interval_ms: 100,
+            reset_interval_ms: 0,
+            max_value_bytes: 65536,
+            dlq_max_value_bytes: 16384,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTopics {
+    pub input: String,
+    pub output: String,
+    pub dlq: String,
+    pub partitions: i64,
+    pub replication_factor: i64,
+    pub create: bool,
+}
+
+impl Default for RawTopics {
+    fn default() -> Self {
+        RawTopics {
+            input: "hello-events".into(),
+            output: "hello-counts".into(),
+            dlq: "hello-events-dlq".into(),
+            partitions: 6,
+            replication_factor: 1,
+            create: true,
+        }
+    }
+}
+
+/// A librdkafka option value; TOML may spell numbers and booleans without quotes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PassValue {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Flag(bool),
+}
+
+impl PassValue {
+    fn render(&self) -> String {
+        match self {
+            PassValue::Text(s) => s.clone(),
+            PassValue::Integer(i) => i.to_string(),
+            PassValue::Float(f) => f.to_string(),
+            PassValue::Flag(b) => b.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawKafka {
+    pub bootstrap_servers: String,
+    pub transaction_timeout_ms: u64,
+    pub session_timeout_ms: u64,
+    pub consumer: BTreeMap<String, PassValue>,
+    pub producer: BTreeMap<String, PassValue>,
+}
+
+impl Default for RawKafka {
+    fn default() -> Self {
+        RawKafka {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            transaction_timeout_ms: 10_000,
+            session_timeout_ms: 10_000,
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQuery {
+    pub http_addr: String,
+    pub resp_addr: String,
+    pub advertised_http_addr: String,
+    pub advertised_resp_addr: String,
+    pub resp_max_connections: u64,
+}
+
+impl Default for RawQuery {
+    fn default() -> Self {
+        RawQuery {
+            http_addr: "127.0.0.1:8080".into(),
+            resp_addr: "127.0.0.1:6380".into(),
+            advertised_http_addr: String::new(),
+            advertised_resp_addr: String::new(),
+            resp_max_connections: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub filter: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            filter: "info".into(),
+        }
+    }
+}
+
+// ---- the validated configuration ----
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub application_id: String,
+    /// `None`: generated once and kept in the state directory.
+    pub instance_id: Option<String>,
+    pub state_dir: PathBuf,
+    pub guarantee: Guarantee,
+    pub commit_interval: Duration,
+    pub reset_interval: Option<Duration>,
+    pub max_value_bytes: usize,
+    pub dlq_max_value_bytes: usize,
+    pub topics: Topics,
+    pub kafka: Kafka,
+    pub query: Query,
+    pub log_filter: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topics {
+    pub input: String,
+    pub output: String,
+    pub dlq: String,
+    /// `<application_id>-hello-store-changelog`.
+    pub changelog: String,
+    /// `<application_id>-owners`: where instances announce the partitions they serve.
+    pub owners: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub create: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kafka {
+    pub bootstrap_servers: String,
+    pub transaction_timeout: Duration,
+    pub session_timeout: Duration,
+    pub consumer: BTreeMap<String, String>,
+    pub producer: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub http_addr: SocketAddr,
+    pub resp_addr: SocketAddr,
+    /// Empty: derived from the bound address at start.
+    pub advertised_http_addr: String,
+    pub advertised_resp_addr: String,
+    pub resp_max_connections: usize,
+}
+
+/// Where the configuration comes from, in increasing precedence after the file.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// `None`: `config/default.toml` when it exists, else built-in defaults.
+    pub file: Option<PathBuf>,
+    /// Environment variables (all of them; only `HELLO_STREAMS__*` are read).
+    pub env: Vec<(String, String)>,
+    /// `section.field=value` pairs from flags.
+    pub overrides: Vec<String>,
+}
+
+pub const DEFAULT_FILE: &str = "config/default.toml";
+
+/// Loads, merges and validates the configuration.
+pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+    let mut table = match &sources.file {
+        Some(path) => read_file(path)?,
+        None if Path::new(DEFAULT_FILE).exists() => read_file(Path::new(DEFAULT_FILE))?,
+        None => toml::Table::new(),
+    };
+    for (name, value) in &sources.env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path = rest.to_ascii_lowercase().replace("__", ".");
+        apply_override(&mut table, &path, value).map_err(|problem| ConfigError::Override {
+            text: format!("{name}={value}"),
+            origin: "the environment",
+            problem,
+        })?;
+    }
+    for text in &sources.overrides {
+        let Some((path, value)) = text.split_once('=') else {
+            return Err(ConfigError::Override {
+                text: text.clone(),
+                origin: "--set",
+                problem: "expected section.field=value".into(),
+            });
+        };
+        apply_override(&mut table, path.trim(), value).map_err(|problem| {
+            ConfigError::Override {
+                text: text.clone(),
+                origin: "--set",
+                problem,
+            }
+        })?;
+    }
+    let raw: RawConfig =
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let fix = if inner.contains("unknown field") {
+                "remove it or correct its spelling (see config/default.toml)".to_owned()
+            } else {
+                "see config/default.toml for the expected type".to_owned()
+            };
+            field_error(&field, inner.trim().replace('\n', " "), fix)
+        })?;
+    validate(raw)
+}
+
+fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    text.parse::<toml::Table>().map_err(|e| {
+        let (line, column) = match e.span() {
+            Some(span) => line_and_column(&text, span.start),
+            None => (0, 0),
+        };
+        ConfigError::Syntax {
+            path: path.to_owned(),
+            line,
+            column,
+            message: e.message().trim().replace('\n', " "),
+        }
+    })
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// Sets `a.b.c` in the table. Values parse as TOML when they can (numbers, booleans) and are
+/// strings otherwise. Under `kafka.consumer` / `kafka.producer` the rest of the path is one
+/// librdkafka option name, dots included.
+fn apply_override(table: &mut toml::Table, path: &str, value: &str) -> Result<(), String> {
+    let parts: Vec<&str> = path.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!("`{path}` is not a section.field path"));
+    }
+    let (sections, last) = match parts.as_slice() {
+        ["kafka", map @ ("consumer" | "producer"), option @ ..] if !option.is_empty() => {
+            (vec!["kafka", *map], option.join("."))
+        }
+        [sections @ .., last] => (sections.to_vec(), (*last).to_owned()),
+        [] => return Err("empty path".into()),
+    };
+    let mut current = table;
+    for section in sections {
+        let entry = current
+            .entry(section.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = match entry {
+            toml::Value::Table(t) => t,
+            _ => return Err(format!("`{section}` is not a section")),
+        };
+    }
+    current.insert(last, parse_value(value));
+    Ok(())
+}
+
+fn parse_value(text: &str) -> toml::Value {
+    let wrapped = format!("v = {text}");
+    match wrapped.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(text.into())),
+        Err(_) => toml::Value::String(text.to_owned()),
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let app = raw.app;
+    check_name("app.application_id", &app.application_id)?;
+    let instance_id = if app.instance_id.is_empty() {
+        None
+    } else {
+        check_name("app.instance_id", &app.instance_id)?;
+        Some(app.instance_id)
+    };
+    if app.state_dir.as_os_str().is_empty() {
+        return Err(field_error(
+            "app.state_dir",
+            "is empty",
+            "set a directory for the local state stores",
+        ));
+    }
+    let commit_interval_ms = in_range("app.commit_interval_ms", app.commit_interval_ms, 1, 60_000)?;
+    let reset_interval = match app.reset_interval_ms {
+        0 => None,
+        ms => Some(Duration::from_millis(in_range(
+            "app.reset_interval_ms",
+            ms,
+            100,
+            u64::MAX,
+        )?)),
+    };
+    let max_value_bytes = in_range("app.max_value_bytes", app.max_value_bytes, 1, 16 << 20)?;
+    let dlq_max_value_bytes = in_range(
+        "app.dlq_max_value_bytes",
+        app.dlq_max_value_bytes,
+        0,
+        16 << 20,
+    )?;
+
+    let t = raw.topics;
+    for (field, name) in [
+        ("topics.input", &t.input),
+        ("topics.output", &t.output),
+        ("topics.dlq", &t.dlq),
+    ] {
+        check_name(field, name)?;
+    }
+    if t.input == t.output || t.input == t.dlq || t.output == t.dlq {
+        return Err(field_error(
+            "topics",
+            "input, output and dlq must be three different topics",
+            "give each a distinct name",
+        ));
+    }
+    let partitions = in_range("topics.partitions", t.partitions, 1, 10_000)? as i32;
+    let replication_factor =
+        in_range("topics.replication_factor", t.replication_factor, 1, 32)? as i32;
+
+    let k = raw.kafka;
+    if k.bootstrap_servers.trim().is_empty() {
+        return Err(field_error(
+            "kafka.bootstrap_servers",
+            "is empty",
+            "set host:port of at least one broker, e.g. 127.0.0.1:9092",
+        ));
+    }
+    let transaction_timeout_ms = in_range(
+        "kafka.transaction_timeout_ms",
+        k.transaction_timeout_ms,
+        1_000,
+        900_000,
+    )?;
+    if transaction_timeout_ms <= commit_interval_ms {
+        return Err(field_error(
+            "kafka.transaction_timeout_ms",
+            format!("{transaction_timeout_ms} is not above app.commit_interval_ms ({commit_interval_ms})"),
+            "make the transaction timeout several times the commit interval",
+        ));
+    }
+    let session_timeout_ms = in_range(
+        "kafka.session_timeout_ms",
+        k.session_timeout_ms,
+        1_000,
+        3_600_000,
+    )?;
+    let render = |m: BTreeMap<String, PassValue>| {
+        m.into_iter()
+            .map(|(key, value)| (key, value.render()))
+            .collect::<BTreeMap<_, _>>()
+    };
+
+    let q = raw.query;
+    let http_addr = parse_addr("query.http_addr", &q.http_addr)?;
+    let resp_addr = parse_addr("query.resp_addr", &q.resp_addr)?;
+    let resp_max_connections = in_range(
+        "query.resp_max_connections",
+        q.resp_max_connections,
+        1,
+        100_000,
+    )? as usize;
+
+    if tracing_subscriber::EnvFilter::try_new(&raw.log.filter).is_err() {
+        return Err(field_error(
+            "log.filter",
+            format!("`{}` is not a tracing filter", raw.log.filter),
+            "use e.g. \"info\" or \"hello_streams=debug,rdkafka=warn\"",
+        ));
+    }
+
+    Ok(Config {
+        topics: Topics {
+            changelog: format!("{}-hello-store-changelog", app.application_id),
+            owners: format!("{}-owners", app.application_id),
+            input: t.input,
+            output: t.output,
+            dlq: t.dlq,
+            partitions,
+            replication_factor,
+            create: t.create,
+        },
+        application_id: app.application_id,
+        instance_id,
+        state_dir: app.state_dir,
+        guarantee: app.processing_guarantee,
+        commit_interval: Duration::from_millis(commit_interval_ms),
+        reset_interval,
+        max_value_bytes: max_value_bytes as usize,
+        dlq_max_value_bytes: dlq_max_value_bytes as usize,
+        kafka: Kafka {
+            bootstrap_servers: k.bootstrap_servers,
+            transaction_timeout: Duration::from_millis(transaction_timeout_ms),
+            session_timeout: Duration::from_millis(session_timeout_ms),
+            consumer: render(k.consumer),
+            producer: render(k.producer),
+        },
+        query: Query {
+            http_addr,
+            resp_addr,
+            advertised_http_addr: q.advertised_http_addr,
+            advertised_resp_addr: q.advertised_resp_addr,
+            resp_max_connections,
+        },
+        log_filter: raw.log.filter,
+    })
+}
+
+fn in_range<T>(field: &str, value: T, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    if value < min || value > max {
+        return Err(field_error(
+            field,
+            format!("{value} is out of range"),
+            format!("use a value from {min} to {max}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// Kafka topic and group names: letters, digits, `.`, `_`, `-`, at most 200 characters.
+fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let valid = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(field_error(
+            field,
+            format!("`{name}` is not a valid name"),
+            "use 1 to 200 characters of letters, digits, '.', '_' and '-'",
+        ))
+    }
+}
+
+fn parse_addr(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        field_error(
+            field,
+            format!("`{text}` is not an ip:port address"),
+            "use e.g. 127.0.0.1:8080 (port 0 picks a free port)",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with(
+        file: Option<&str>,
+        env: &[(&str, &str)],
+        overrides: &[&str],
+    ) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, file.unwrap_or("")).unwrap();
+        load(&Sources {
+            file: Some(path),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            overrides: overrides.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    #[test]
+    fn shipped_default_file_matches_built_in_defaults() {
+        let text = include_str!("../config/default.toml");
+        let raw: RawConfig = toml::from_str(text).unwrap();
+        assert_eq!(raw, RawConfig::default());
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flags() {
+        let config = load_with(
+            Some("[kafka]\nbootstrap_servers = \"file:1\"\n[app]\ncommit_interval_ms = 50\n"),
+            &[
+                ("HELLO_STREAMS__KAFKA__BOOTSTRAP_SERVERS", "env:2"),
+                ("OTHER", "x"),
+            ],
+            &["app.commit_interval_ms=70", "kafka.producer.linger.ms=5"],
+        )
+        .unwrap();
+        assert_eq!(config.kafka.bootstrap_servers, "env:2");
+        assert_eq!(config.commit_interval, Duration::from_millis(70));
+        assert_eq!(
+            config.kafka.producer.get("linger.ms").map(String::as_str),
+            Some("5")
+        );
+        assert_eq!(
+            config.topics.changelog,
+            "hello-streams-hello-store-changelog"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_fix() {
+        let unknown = load_with(Some("[app]\ncommit_intervl_ms = 5\n"), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            unknown.contains("app.commit_intervl_ms") && unknown.contains("fix:"),
+            "{unknown}"
+        );
+        let wrong_type = load_with(Some("[topics]\npartitions = \"six\"\n"), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(wrong_type.contains("topics.partitions"), "{wrong_type}");
+        let range = load_with(None, &[], &["app.commit_interval_ms=0"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            range.contains("app.commit_interval_ms") && range.contains("from 1"),
+            "{range}"
+        );
+        let syntax = load_with(Some("[app\n"), &[], &[]).unwrap_err().to_string();
+        assert!(syntax.contains("line 1"), "{syntax}");
+        let guarantee = load_with(None, &[], &["app.processing_guarantee=twice"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            guarantee.contains("app.processing_guarantee"),
+            "{guarantee}"
+        );
+        for message in [unknown, wrong_type, range, syntax, guarantee] {
+            assert!(!message.contains('\n'), "one line: {message}");
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The RocksDB state store of one partition, holding committed state only.
+//!
+//! The processor keeps the changes of an open transaction in memory and hands them to
+//! [`Store::commit`] after Kafka accepted the transaction; state and the changelog offset it
+//! reflects (the checkpoint) land in one `WriteBatch`, so the store is always a prefix of the
+//! changelog and a restore replays only what lies past the checkpoint.
+
+pub mod codec;
+pub mod restore;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rocksdb::{IteratorMode, Options, WriteBatch, WriteOptions, DB};
+
+use crate::domain::HelloState;
+use codec::{CHECKPOINT_KEY, EPOCH_KEY};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open state store at {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rocksdb::Error,
+    },
+    #[error("cannot create state directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot wipe state store at {path}")]
+    Wipe {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state store at {path} failed")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: rocksdb::Error,
+    },
+    #[error("state store at {path} holds a corrupt value for key {key:?}")]
+    Corrupt {
+        path: PathBuf,
+        key: String,
+        #[source]
+        source: codec::DecodeError,
+    },
+}
+
+/// One key's change inside a commit.
+pub struct Change<'a> {
+    pub key: &'a [u8],
+    pub state: &'a HelloState,
+}
+
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+    /// Committed punctuation epoch, cached so reads need one RocksDB lookup.
+    epoch: AtomicU64,
+}
+
+fn options() -> Options {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    // Small memtables: state is tiny per key and RSS matters more than write amplification.
+    options.set_write_buffer_size(8 << 20);
+    options.set_max_write_buffer_number(2);
+    options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    options.set_keep_log_file_num(2);
+    options.set_max_open_files(256);
+    // Verify SST footers when opening, so truncated files are found at start, not mid-run.
+    options.set_paranoid_checks(true);
+    options
+}
+
+impl Store {
+    /// Opens (creating if missing) the store at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(path).map_err(|source| StoreError::CreateDir {
+            path: path.to_owned(),
+            source,
+        })?;
+        let db = DB::open(&options(), path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_db(db, path)
+    }
+
+    /// Opens a store without taking its lock, for operator reads of a stopped (or running)
+    /// instance. Never creates anything.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let mut options = options();
+        options.create_if_missing(false);
+        let db =
+            DB::open_for_read_only(&options, path, false).map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        Self::from_db(db, path)
+    }
+
+    fn from_db(db: DB, path: &Path) -> Result<Store, StoreError> {
+        let store = Store {
+            db,
+            path: path.to_owned(),
+            epoch: AtomicU64::new(0),
+        };
+        let epoch = store.raw_u64(EPOCH_KEY)?.unwrap_or(0);
+        store.epoch.store(epoch, Ordering::Release);
+        Ok(store)
+    }
+
+    /// Deletes a store's files. The caller must have dropped every handle to it.
+    pub fn wipe(path: &Path) -> Result<(), StoreError> {
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Wipe {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, source: rocksdb::Error) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn raw_u64(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        let value = self.db.get_pinned(key).map_err(|e| self.io(e))?;
+        Ok(value.and_then(|v| codec::decode_u64(&v)))
+    }
+
+    /// The next changelog offset to restore from; `None` for a store that never committed.
+    pub fn checkpoint(&self) -> Result<Option<u64>, StoreError> {
+        self.raw_u64(CHECKPOINT_KEY)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The state as stored, without applying the punctuation epoch (what the fold needs).
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<HelloState>, StoreError> {
+        let Some(value) = self.db.get_pinned(key).map_err(|e| self.io(e))? else {
+            return Ok(None);
+        };
+        codec::decode_state(&value)
+            .map(Some)
+            .map_err(|source| StoreError::Corrupt {
+                path: self.path.clone(),
+                key: String::from_utf8_lossy(key).into_owned(),
+                source,
+            })
+    }
+
+    /// The state as readers see it: counts from before the last punctuation read as zero.
+    pub fn get(&self, key: &[u8]) -> Result<Option<HelloState>, StoreError> {
+        let epoch = self.epoch();
+        Ok(self.get_raw(key)?.map(|s| s.effective(epoch)))
+    }
+
+    /// Writes the committed changes of one transaction together with the checkpoint.
+    pub fn commit<'a>(
+        &self,
+        changes: impl IntoIterator<Item = Change<'a>>,
+        epoch: Option<u64>,
+        checkpoint: u64,
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for change in changes {
+            batch.put(change.key, codec::encode_state(change.state));
+        }
+        if let Some(epoch) = epoch {
+            batch.put(EPOCH_KEY, codec::encode_u64(epoch));
+        }
+        batch.put(CHECKPOINT_KEY, codec::encode_u64(checkpoint));
+        self.write(batch)?;
+        if let Some(epoch) = epoch {
+            self.epoch.store(epoch, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Writes changelog records verbatim (restore); `next_offset` becomes the checkpoint.
+    pub fn apply_changelog<'a>(
+        &self,
+        records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        next_offset: u64,
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let mut epoch = None;
+        for (key, value) in records {
+            if key == EPOCH_KEY {
+                epoch = codec::decode_u64(value);
+            }
+            batch.put(key, value);
+        }
+        batch.put(CHECKPOINT_KEY, codec::encode_u64(next_offset));
+        self.write(batch)?;
+        if let Some(epoch) = epoch {
+            self.epoch.store(epoch, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        // The WAL stays on (unsynced): a killed process keeps everything it committed, so a
+        // restart replays nothing; a machine crash loses at most an unsynced tail, which the
+        // checkpoint in the same batch makes the restore replay.
+        let mut options = WriteOptions::default();
+        options.set_sync(false);
+        self.db.write_opt(batch, &options).map_err(|e| self.io(e))
+    }
+
+    /// Flushes memtables so a clean restart opens fast.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(|e| self.io(e))
+    }
+
+    /// Every entity's effective state, in key order.
+    pub fn for_each_state(
+        &self,
+        mut visit: impl FnMut(&str, HelloState),
+    ) -> Result<u64, StoreError> {
+        let epoch = self.epoch();
+        let mut visited = 0;
+        for item in self.db.iterator(IteratorMode::Start) {
+            let (key, value) = item.map_err(|e| self.io(e))?;
+            if !codec::is_entity_key(&key) {
+                continue;
+            }
+            let state = codec::decode_state(&value).map_err(|source| StoreError::Corrupt {
+                path: self.path.clone(),
+                key: String::from_utf8_lossy(&key).into_owned(),
+                source,
+            })?;
+            visit(&String::from_utf8_lossy(&key), state.effective(epoch));
+            visited += 1;
+        }
+        Ok(visited)
+    }
+}
+
+/// `<state_dir>/<app_id>/<partition>/`, as DESIGN.md lays it out.
+pub fn partition_dir(state_dir: &Path, application_id: &str, partition: i32) -> PathBuf {
+    state_dir.join(application_id).join(partition.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Mood;
+
+    fn state(count: u64) -> HelloState {
+        HelloState {
+            hello_count: count,
+            hello_total_count: count,
+            mood: Mood::Happy,
+            revision: count,
+            last_offset: count as i64,
+            updated_at_ms: 0,
+            reset_epoch: 0,
+        }
+    }
+
+    #[test]
+    fn commit_writes_state_and_checkpoint_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.checkpoint().unwrap(), None);
+        let s = state(3);
+        store
+            .commit(
+                [Change {
+                    key: b"alice",
+                    state: &s,
+                }],
+                None,
+                42,
+            )
+            .unwrap();
+        assert_eq!(store.get(b"alice").unwrap(), Some(s));
+        assert_eq!(store.checkpoint().unwrap(), Some(42));
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.get(b"alice").unwrap(), Some(s));
+        assert_eq!(reopened.checkpoint().unwrap(), Some(42));
+    }
+
+    #[test]
+    fn an_epoch_zeroes_counts_on_read_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let s = state(5);
+        store
+            .commit(
+                [Change {
+                    key: b"bob",
+                    state: &s,
+                }],
+                None,
+                1,
+            )
+            .unwrap();
+        store.commit([], Some(1), 2).unwrap();
+        assert_eq!(store.get(b"bob").unwrap().unwrap().hello_count, 0);
+        assert_eq!(store.get_raw(b"bob").unwrap().unwrap().hello_count, 5);
+        drop(store);
+        let reopened = Store::open_read_only(dir.path()).unwrap();
+        assert_eq!(reopened.epoch(), 1);
+        let mut seen = Vec::new();
+        reopened
+            .for_each_state(|k, s| seen.push((k.to_owned(), s.hello_count)))
+            .unwrap();
+        assert_eq!(seen, [("bob".to_owned(), 0)]);
+    }
+
+    #[test]
+    fn restore_copies_changelog_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let s = codec::encode_state(&state(7));
+        let epoch = codec::encode_u64(2);
+        store
+            .apply_changelog([(&b"carol"[..], &s[..]), (EPOCH_KEY, &epoch[..])], 10)
+            .unwrap();
+        assert_eq!(store.get_raw(b"carol").unwrap(), Some(state(7)));
+        assert_eq!(store.epoch(), 2);
+        assert_eq!(store.checkpoint().unwrap(), Some(10));
+    }
+}
