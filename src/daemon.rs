@@ -1,0 +1,226 @@
+//! `hello-streams run`: wires the stream thread, the query servers and the ownership reader
+//! together, and stops them in order on SIGINT/SIGTERM (a second signal exits at once).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::kafka::admin::{self, AdminError};
+use crate::ownership::{self, Announcer, OwnerTable};
+use crate::processor::{self, ProcessorError, Setup};
+use crate::query::local::LocalState;
+use crate::query::{self, Owner, StateQuery};
+use crate::shutdown;
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("state directory {path} is not writable")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot listen on {addr} ({what})")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Topics(#[from] AdminError),
+    #[error("kafka client failed")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("stream thread failed")]
+    Processor(#[from] ProcessorError),
+    #[error("stream thread panicked")]
+    Panicked,
+}
+
+/// The instance id: configured, or generated once and kept beside the stores so a restart
+/// reuses the transactional id and fences its previous incarnation immediately.
+pub fn instance_id(config: &Config) -> Result<String, DaemonError> {
+    let dir = config.state_dir.join(&config.application_id);
+    let state_err = |source| DaemonError::StateDir {
+        path: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(state_err)?;
+    check_writable(&dir).map_err(state_err)?;
+    if let Some(id) = &config.instance_id {
+        return Ok(id.clone());
+    }
+    let file = dir.join("instance.id");
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_owned());
+        }
+    }
+    let id = format!("{:016x}", random_u64());
+    std::fs::write(&file, &id).map_err(state_err)?;
+    Ok(id)
+}
+
+fn check_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(".write-probe");
+    std::fs::File::create(&probe)?.write_all(b"ok")?;
+    std::fs::remove_file(probe)
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+fn advertised(configured: &str, bound: SocketAddr) -> String {
+    if configured.is_empty() {
+        bound.to_string()
+    } else {
+        configured.to_owned()
+    }
+}
+
+pub fn run(config: Config) -> Result<(), DaemonError> {
+    let config = Arc::new(config);
+    let instance_id = instance_id(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("query")
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    runtime.block_on(serve(config, instance_id))
+}
+
+async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonError> {
+    let layout = admin::ensure_topics(&config).await?;
+    let bind = |what, addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Bind { what, addr, source })
+    };
+    let http = bind("query.http_addr", config.query.http_addr).await?;
+    let resp = bind("query.resp_addr", config.query.resp_addr).await?;
+    let http_addr = http.local_addr().map_err(DaemonError::Runtime)?;
+    let resp_addr = resp.local_addr().map_err(DaemonError::Runtime)?;
+    let me = Owner {
+        instance_id: instance_id.clone(),
+        http_addr: advertised(&config.query.advertised_http_addr, http_addr),
+        resp_addr: advertised(&config.query.advertised_resp_addr, resp_addr),
+    };
+    tracing::info!(
+        instance = %instance_id,
+        http = %http_addr,
+        resp = %resp_addr,
+        partitions = layout.input,
+        guarantee = config.guarantee.as_str(),
+        "hello-streams starting"
+    );
+
+    let (trigger, _) = shutdown::channel();
+    let metrics = Arc::new(Metrics::default());
+    let owners = Arc::new(OwnerTable::default());
+    let owners_reader = ownership::spawn_reader(&config, owners.clone(), trigger.subscribe())?;
+    let local = Arc::new(LocalState::new(
+        &config,
+        &instance_id,
+        layout.input,
+        owners,
+        metrics.clone(),
+    ));
+    let state: Arc<dyn StateQuery> = local.clone();
+
+    let http_task = tokio::spawn(query::http::serve(http, state.clone(), trigger.subscribe()));
+    let limits = query::resp::RespLimits {
+        max_connections: config.query.resp_max_connections,
+        ..query::resp::RespLimits::default()
+    };
+    let resp_task = tokio::spawn(query::resp::serve(resp, state, limits, trigger.subscribe()));
+
+    let setup = Setup {
+        config: config.clone(),
+        layout,
+        instance_id,
+        local,
+        metrics,
+        announcer: Some(Announcer::new(&config, me)?),
+    };
+    let stream_shutdown = trigger.subscribe();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let stream_thread = std::thread::Builder::new()
+        .name("stream-thread".into())
+        .spawn(move || {
+            let result = processor::run(setup, stream_shutdown);
+            let _ = done_tx.send(());
+            result
+        })
+        .map_err(DaemonError::Runtime)?;
+
+    tokio::select! {
+        _ = wait_for_signal() => {
+            tracing::info!("shutting down: committing and closing tasks (signal again to exit at once)");
+            trigger.fire();
+            tokio::spawn(async {
+                wait_for_signal().await;
+                eprintln!("second signal: exiting without a clean shutdown");
+                std::process::exit(130);
+            });
+        }
+        _ = done_rx => {
+            // The stream thread ended on its own (an error); stop the servers too.
+            trigger.fire();
+        }
+    }
+    let result = tokio::task::spawn_blocking(move || stream_thread.join())
+        .await
+        .map_err(|_| DaemonError::Panicked)?;
+    trigger.fire();
+    for task in [http_task, resp_task] {
+        match task.await {
+            Ok(Err(error)) => tracing::warn!(%error, "query server ended with an error"),
+            Err(error) => tracing::warn!(%error, "query server task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    let _ = owners_reader.join();
+    match result {
+        Ok(Ok(())) => {
+            tracing::info!("hello-streams stopped cleanly");
+            Ok(())
+        }
+        Ok(Err(error)) => Err(error.into()),
+        Err(_) => Err(DaemonError::Panicked),
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Topics at start: create what is missing, and refuse to run on topics that are not
+//! co-partitioned (the changelog partition p must hold exactly the state of input partition p).
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::Config;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("kafka admin request failed")]
+    Kafka(#[from] KafkaError),
+    #[error("cannot create topic {topic}: {code}")]
+    Create {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("topic {topic} does not exist and topics.create is false; create it with {partitions} partitions or set topics.create = true")]
+    Missing { topic: String, partitions: i32 },
+    #[error("topics {input} ({input_partitions} partitions) and {changelog} ({changelog_partitions} partitions) are not co-partitioned; give both the same partition count")]
+    NotCoPartitioned {
+        input: String,
+        input_partitions: i32,
+        changelog: String,
+        changelog_partitions: i32,
+    },
+}
+
+/// Partition counts of the topics the processor uses, as found (or created) on the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub input: i32,
+    pub output: i32,
+    pub dlq: i32,
+}
+
+struct Wanted<'a> {
+    name: &'a str,
+    partitions: i32,
+    compacted: bool,
+}
+
+pub async fn ensure_topics(config: &Config) -> Result<Layout, AdminError> {
+    let admin: AdminClient<DefaultClientContext> =
+        super::client_config(config, &config.kafka.consumer).create()?;
+    let t = &config.topics;
+    // The changelog follows the input's partition count when the input already exists.
+    let existing_input = partition_count(&admin, &t.input)?;
+    let p = existing_input.unwrap_or(t.partitions);
+    let wanted = [
+        Wanted {
+            name: &t.input,
+            partitions: p,
+            compacted: false,
+        },
+        Wanted {
+            name: &t.changelog,
+            partitions: p,
+            compacted: true,
+        },
+        Wanted {
+            name: &t.output,
+            partitions: p,
+            compacted: false,
+        },
+        Wanted {
+            name: &t.dlq,
+            partitions: p,
+            compacted: false,
+        },
+        Wanted {
+            name: &t.owners,
+            partitions: 1,
+            compacted: true,
+        },
+    ];
+    let mut counts = Vec::with_capacity(wanted.len());
+    for topic in &wanted {
+        let count = match partition_count(&admin, topic.name)? {
+            Some(count) => count,
+            None if t.create || topic.name == t.changelog || topic.name == t.owners => {
+                create(&admin, topic, t.replication_factor).await?;
+                topic.partitions
+            }
+            None => {
+                return Err(AdminError::Missing {
+                    topic: topic.name.to_owned(),
+                    partitions: topic.partitions,
+                })
+            }
+        };
+        counts.push(count);
+    }
+    let (input, changelog) = (counts[0], counts[1]);
+    if input != changelog {
+        return Err(AdminError::NotCoPartitioned {
+            input: t.input.clone(),
+            input_partitions: input,
+            changelog: t.changelog.clone(),
+            changelog_partitions: changelog,
+        });
+    }
+    Ok(Layout {
+        input,
+        output: counts[2],
+        dlq: counts[3],
+    })
+}
+
+fn partition_count(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+) -> Result<Option<i32>, AdminError> {
+    let metadata = admin.inner().fetch_metadata(Some(topic), TIMEOUT)?;
+    let Some(found) = metadata.topics().first() else {
+        return Ok(None);
+    };
+    match found.error() {
+        None => Ok(Some(found.partitions().len() as i32)),
+        Some(code) if RDKafkaErrorCode::from(code) == RDKafkaErrorCode::UnknownTopicOrPartition => {
+            Ok(None)
+        }
+        Some(code) => Err(AdminError::Create {
+            topic: topic.to_owned(),
+            code: code.into(),
+        }),
+    }
+}
+
+async fn create(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &Wanted<'_>,
+    replication_factor: i32,
+) -> Result<(), AdminError> {
+    let mut new = NewTopic::new(
+        topic.name,
+        topic.partitions,
+        TopicReplication::Fixed(replication_factor),
+    );
+    if topic.compacted {
+        new = new.set("cleanup.policy", "compact");
+    }
+    if replication_factor > 1 {
+        new = new.set("min.insync.replicas", "2");
+    }
+    let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+    for result in admin.create_topics([&new], &options).await? {
+        match result {
+            Ok(_) => tracing::info!(
+                topic = topic.name,
+                partitions = topic.partitions,
+                "created topic"
+            ),
+            // Another instance created it between our look-up and our request.
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(AdminError::Create { topic: name, code }),
+        }
+    }
+    Ok(())
+}

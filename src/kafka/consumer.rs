@@ -1,0 +1,85 @@
+//! The group consumer of the input topic.
+//!
+//! librdkafka runs the rebalance callbacks inside `poll`, on the stream thread, between two
+//! records. That is the one moment the stream thread holds no open work in hand, so the
+//! [`Rebalancer`] can commit and close revoked tasks synchronously before their partitions
+//! move, exactly as Kafka Streams does in `onPartitionsRevoked`.
+
+use std::sync::Arc;
+
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use crate::config::{Config, Guarantee};
+
+pub type GroupConsumer = BaseConsumer<GroupContext>;
+
+/// What the stream thread does when partitions move.
+pub trait Rebalancer: Send + Sync + 'static {
+    /// Partitions are about to be taken away; `lost` means they may already be owned
+    /// elsewhere, so nothing may be committed for them.
+    fn revoke(&self, consumer: &GroupConsumer, partitions: &[i32], lost: bool);
+    /// Partitions were added to the assignment.
+    fn assign(&self, consumer: &GroupConsumer, partitions: &[i32]);
+}
+
+pub struct GroupContext {
+    rebalancer: Arc<dyn Rebalancer>,
+}
+
+impl ClientContext for GroupContext {}
+
+fn partitions_of(list: &TopicPartitionList) -> Vec<i32> {
+    list.elements().iter().map(|e| e.partition()).collect()
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &GroupConsumer, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let lost = rdkafka::consumer::Consumer::assignment_lost(consumer);
+            self.rebalancer.revoke(consumer, &partitions_of(list), lost);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &GroupConsumer, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => self.rebalancer.assign(consumer, &partitions_of(list)),
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+        }
+    }
+}
+
+/// Creates the consumer of the input topic (not yet subscribed).
+pub fn create(
+    config: &Config,
+    rebalancer: Arc<dyn Rebalancer>,
+) -> Result<GroupConsumer, KafkaError> {
+    let mut client = super::client_config(config, std::iter::empty());
+    client
+        .set("group.id", &config.application_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "session.timeout.ms",
+            config.kafka.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (config.kafka.session_timeout.as_millis() / 4)
+                .max(100)
+                .to_string(),
+        )
+        .set("fetch.wait.max.ms", "10")
+        .set("queued.min.messages", "200000");
+    if config.guarantee == Guarantee::ExactlyOnce {
+        client.set("isolation.level", "read_committed");
+    }
+    for (key, value) in &config.kafka.consumer {
+        client.set(key, value);
+    }
+    client.create_with_context(GroupContext { rebalancer })
+}

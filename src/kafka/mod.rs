@@ -1,0 +1,42 @@
+//! Kafka clients: the group consumer with its rebalance hooks, the transactional producer and
+//! topic administration. Only librdkafka (through rdkafka); Kafka's consumer group is the
+//! cluster membership.
+
+pub mod admin;
+pub mod consumer;
+pub mod producer;
+
+use rdkafka::ClientConfig;
+
+use crate::config::Config;
+
+/// Settings every client of this daemon shares; `overrides` are the raw librdkafka options.
+pub fn client_config<'a>(
+    config: &Config,
+    overrides: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.kafka.bootstrap_servers)
+        .set("client.id", format!("{}-client", config.application_id));
+    for (key, value) in overrides {
+        client.set(key, value);
+    }
+    client
+}
+
+/// A consumer that reads a changelog or announcement partition by assignment, never joining
+/// the group, and sees committed records only.
+pub fn reader_config(config: &Config) -> ClientConfig {
+    let mut client = client_config(config, &config.kafka.consumer);
+    client
+        .set("group.id", &config.application_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760");
+    client
+}

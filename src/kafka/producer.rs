@@ -1,0 +1,331 @@
+//! The producer of the stream thread: transactional under exactly-once, idempotent under
+//! at-least-once, and in both cases tracking the changelog offsets it wrote so the store can
+//! record the checkpoint its state reflects.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
+use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
+
+/// Records delivery outcomes. librdkafka calls it from the producer's polling thread; the
+/// stream thread reads it through a clone.
+#[derive(Clone)]
+pub struct DeliveryTracker(Arc<TrackerState>);
+
+pub struct TrackerState {
+    changelog: String,
+    /// Highest changelog offset delivered per partition since the last [`DeliveryTracker::reset`].
+    last_changelog_offset: Vec<AtomicI64>,
+    failures: AtomicU64,
+    first_failure: Mutex<Option<String>>,
+}
+
+impl std::ops::Deref for DeliveryTracker {
+    type Target = TrackerState;
+    fn deref(&self) -> &TrackerState {
+        &self.0
+    }
+}
+
+impl DeliveryTracker {
+    pub fn new(changelog: &str, partitions: i32) -> Self {
+        DeliveryTracker(Arc::new(TrackerState {
+            changelog: changelog.to_owned(),
+            last_changelog_offset: (0..partitions).map(|_| AtomicI64::new(-1)).collect(),
+            failures: AtomicU64::new(0),
+            first_failure: Mutex::new(None),
+        }))
+    }
+}
+
+impl TrackerState {
+    /// Starts a new unit of work (transaction or at-least-once batch).
+    pub fn reset(&self) {
+        for offset in &self.last_changelog_offset {
+            offset.store(-1, Ordering::Relaxed);
+        }
+        self.failures.store(0, Ordering::Relaxed);
+        *self.first_failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub fn partitions(&self) -> i32 {
+        self.last_changelog_offset.len() as i32
+    }
+
+    /// The changelog offset after the last record delivered to `partition`, if any.
+    pub fn next_changelog_offset(&self, partition: i32) -> Option<u64> {
+        let last = self
+            .last_changelog_offset
+            .get(partition as usize)?
+            .load(Ordering::Acquire);
+        (last >= 0).then_some(last as u64 + 1)
+    }
+
+    fn failure(&self) -> Option<String> {
+        if self.failures.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.first_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(message) => {
+                if message.topic() == self.changelog {
+                    if let Some(slot) = self.last_changelog_offset.get(message.partition() as usize)
+                    {
+                        slot.fetch_max(message.offset(), Ordering::AcqRel);
+                    }
+                }
+            }
+            Err((error, message)) => {
+                self.failures.fetch_add(1, Ordering::AcqRel);
+                let mut first = self.first_failure.lock().unwrap_or_else(|e| e.into_inner());
+                if first.is_none() {
+                    *first = Some(format!(
+                        "{} [{}]: {error}",
+                        message.topic(),
+                        message.partition()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// How a commit went wrong, which decides what the stream thread does next.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The transaction was aborted (or must be): drop the overlays, rewind the input.
+    #[error("transaction aborted")]
+    Aborted(#[source] KafkaError),
+    /// The producer is unusable (fenced, or a fatal error): recreate it, then as aborted.
+    #[error("producer is fenced or failed fatally")]
+    Fatal(#[source] KafkaError),
+    /// The commit may or may not have happened: recreate the producer and restore the
+    /// affected partitions from their checkpoints before going on.
+    #[error("commit outcome unknown")]
+    Unknown(#[source] KafkaError),
+    /// At-least-once: some records were not delivered.
+    #[error("delivery failed: {0}")]
+    Delivery(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    #[error("cannot create producer")]
+    Create(#[source] KafkaError),
+    #[error("cannot initialise transactions for transactional.id {id}")]
+    InitTransactions {
+        id: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("cannot send to {topic}")]
+    Send {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("cannot begin transaction")]
+    Begin(#[source] KafkaError),
+}
+
+pub struct Producer {
+    inner: ThreadedProducer<DeliveryTracker>,
+    tracker: DeliveryTracker,
+    transactional_id: Option<String>,
+    timeout: Duration,
+}
+
+impl Producer {
+    /// Creates the producer; with a transactional id, also `init_transactions`, which fences
+    /// a previous incarnation with the same id and aborts its open transaction.
+    pub fn create(
+        mut config: ClientConfig,
+        transactional_id: Option<String>,
+        tracker: DeliveryTracker,
+        timeout: Duration,
+    ) -> Result<Producer, ProducerError> {
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random");
+        for (key, default) in [
+            ("linger.ms", "5"),
+            ("batch.size", "1000000"),
+            ("queue.buffering.max.messages", "1000000"),
+            ("queue.buffering.max.kbytes", "1048576"),
+        ] {
+            if config.get(key).is_none() {
+                config.set(key, default);
+            }
+        }
+        if let Some(id) = &transactional_id {
+            config.set("transactional.id", id);
+        }
+        let inner: ThreadedProducer<DeliveryTracker> = config
+            .create_with_context(tracker.clone())
+            .map_err(ProducerError::Create)?;
+        if let Some(id) = &transactional_id {
+            inner
+                .init_transactions(timeout)
+                .map_err(|source| ProducerError::InitTransactions {
+                    id: id.clone(),
+                    source,
+                })?;
+        }
+        Ok(Producer {
+            inner,
+            tracker,
+            transactional_id,
+            timeout,
+        })
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.transactional_id.is_some()
+    }
+
+    pub fn tracker(&self) -> &DeliveryTracker {
+        &self.tracker
+    }
+
+    /// Queues a record; waits (bounded by librdkafka's queue) while the local queue is full.
+    pub fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), ProducerError> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        loop {
+            match self.inner.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    // The polling thread drains the queue; give it a moment.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((source, _)) => {
+                    return Err(ProducerError::Send {
+                        topic: topic.to_owned(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    pub fn begin(&self) -> Result<(), ProducerError> {
+        self.tracker.reset();
+        if self.is_transactional() {
+            self.inner
+                .begin_transaction()
+                .map_err(ProducerError::Begin)?;
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction with the input offsets (exactly-once), or flushes the
+    /// records (at-least-once; the caller commits the offsets after the store).
+    pub fn commit(
+        &self,
+        offsets: &TopicPartitionList,
+        group: Option<&ConsumerGroupMetadata>,
+    ) -> Result<(), CommitError> {
+        if !self.is_transactional() {
+            self.inner
+                .flush(self.timeout)
+                .map_err(|e| CommitError::Delivery(e.to_string()))?;
+            return match self.tracker.failure() {
+                Some(failure) => Err(CommitError::Delivery(failure)),
+                None => Ok(()),
+            };
+        }
+        if offsets.count() > 0 {
+            let Some(group) = group else {
+                // Without the group's metadata the offsets cannot join the transaction.
+                return Err(CommitError::Aborted(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::State,
+                )));
+            };
+            self.retry(|p| p.send_offsets_to_transaction(offsets, group, self.timeout))?;
+        }
+        self.retry(|p| p.commit_transaction(self.timeout))
+    }
+
+    /// Retries a retriable transactional call a few times, then classifies the failure.
+    fn retry(
+        &self,
+        call: impl Fn(&ThreadedProducer<DeliveryTracker>) -> Result<(), KafkaError>,
+    ) -> Result<(), CommitError> {
+        let mut attempts = 0;
+        loop {
+            let error = match call(&self.inner) {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            attempts += 1;
+            let KafkaError::Transaction(ref rd) = error else {
+                return Err(CommitError::Unknown(error));
+            };
+            if rd.is_fatal() {
+                return Err(CommitError::Fatal(error));
+            }
+            if rd.txn_requires_abort() {
+                return Err(CommitError::Aborted(error));
+            }
+            if rd.is_retriable() && attempts < 3 {
+                tracing::warn!(%error, attempts, "transactional call failed, retrying");
+                continue;
+            }
+            return Err(CommitError::Unknown(error));
+        }
+    }
+
+    /// Aborts the open transaction; errors are logged, since the caller rewinds either way
+    /// and a producer that cannot abort is recreated by the caller.
+    pub fn abort(&self) -> Result<(), KafkaError> {
+        if !self.is_transactional() {
+            self.inner
+                .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+            return Ok(());
+        }
+        self.inner.abort_transaction(self.timeout)
+    }
+
+    /// Flushes outstanding records before the producer is dropped.
+    pub fn close(&self) {
+        if let Err(error) = self.inner.flush(self.timeout) {
+            tracing::warn!(%error, "producer flush on close failed");
+        }
+    }
+}

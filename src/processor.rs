@@ -1,0 +1,702 @@
+//! The stream thread: poll input, hand records to tasks, commit every interval, and react to
+//! rebalances and failures. A plain OS thread, like Kafka Streams' StreamThread: every Kafka
+//! call on this path blocks, and none of it belongs on the async runtime.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::config::{Config, Guarantee};
+use crate::kafka::admin::Layout;
+use crate::kafka::consumer::{self, GroupConsumer, Rebalancer};
+use crate::kafka::producer::{CommitError, DeliveryTracker, Producer, ProducerError};
+use crate::kafka::reader_config;
+use crate::ownership::Announcer;
+use crate::query::local::LocalState;
+use crate::shutdown::Shutdown;
+use crate::sink::{InputRecord, Sink};
+use crate::store::restore::{RestoreError, RestoreProgress, RestoreReport, Restorer};
+use crate::store::{partition_dir, Store, StoreError};
+use crate::task::{Task, TaskError};
+use crate::telemetry::Metrics;
+
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error("kafka client failed")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("restore of partition {partition} failed")]
+    Restore {
+        partition: i32,
+        #[source]
+        source: RestoreError,
+    },
+}
+
+impl From<TaskError> for ProcessorError {
+    fn from(error: TaskError) -> Self {
+        match error {
+            TaskError::Store(e) => ProcessorError::Store(e),
+            TaskError::Produce(e) => ProcessorError::Producer(e),
+        }
+    }
+}
+
+/// Everything the stream thread needs; built by the daemon.
+pub struct Setup {
+    pub config: Arc<Config>,
+    pub layout: Layout,
+    pub instance_id: String,
+    pub local: Arc<LocalState>,
+    pub metrics: Arc<Metrics>,
+    pub announcer: Option<Announcer>,
+}
+
+/// Runs the stream thread until shutdown. Returns after the final commit.
+pub fn run(setup: Setup, shutdown: Shutdown) -> Result<(), ProcessorError> {
+    let (restored_tx, restored_rx) = mpsc::channel();
+    let engine = Arc::new(Mutex::new(Engine::new(setup, restored_tx)?));
+    let consumer = consumer::create(&lock(&engine).config, Arc::new(Hooks(engine.clone())))?;
+    consumer.subscribe(&[&lock(&engine).config.topics.input])?;
+    lock(&engine).local.set_running(true);
+    let result = poll_loop(&engine, &consumer, &restored_rx, &shutdown);
+    let closed = lock(&engine).close(&consumer);
+    // Leaving the group runs the revoke callback, which finds no tasks left.
+    consumer.unsubscribe();
+    drop(consumer);
+    lock(&engine).local.set_running(false);
+    result.and(closed)
+}
+
+fn lock(engine: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
+    // A panic on the stream thread ends the daemon anyway; keep going on a poisoned lock.
+    engine.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn poll_loop(
+    engine: &Mutex<Engine>,
+    consumer: &GroupConsumer,
+    restored: &mpsc::Receiver<Restored>,
+    shutdown: &Shutdown,
+) -> Result<(), ProcessorError> {
+    const MAX_BATCH: usize = 5_000;
+    while !shutdown.is_triggered() {
+        while let Ok(done) = restored.try_recv() {
+            lock(engine).activate(consumer, done)?;
+        }
+        let wait = lock(engine).time_to_next_deadline();
+        let mut timeout = wait.min(Duration::from_millis(50));
+        for _ in 0..MAX_BATCH {
+            // The engine is locked per record, never across `poll`: poll may run the
+            // rebalance callbacks, which lock it too.
+            let Some(next) = consumer.poll(timeout) else {
+                break;
+            };
+            timeout = Duration::ZERO;
+            match next {
+                Ok(message) => {
+                    let record = InputRecord {
+                        topic: message.topic(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+                        key: message.key(),
+                        value: message.payload(),
+                    };
+                    lock(engine).process(consumer, &record)?;
+                }
+                Err(KafkaError::PartitionEOF(_)) => {}
+                Err(error) => tracing::warn!(%error, "consumer error"),
+            }
+        }
+        let mut engine = lock(engine);
+        engine.maybe_punctuate(consumer)?;
+        engine.maybe_commit(consumer)?;
+        if let Some(error) = engine.failed.take() {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+struct Hooks(Arc<Mutex<Engine>>);
+
+impl Rebalancer for Hooks {
+    fn revoke(&self, consumer: &GroupConsumer, partitions: &[i32], lost: bool) {
+        let mut engine = lock(&self.0);
+        if let Err(error) = engine.revoke(consumer, partitions, lost) {
+            engine.failed.get_or_insert(error);
+        }
+    }
+
+    fn assign(&self, consumer: &GroupConsumer, partitions: &[i32]) {
+        let mut engine = lock(&self.0);
+        if let Err(error) = engine.assign(consumer, partitions) {
+            engine.failed.get_or_insert(error);
+        }
+    }
+}
+
+/// A restore that finished on its thread; the stream thread activates the task.
+struct Restored {
+    partition: i32,
+    result: Result<(Store, Offset, RestoreReport), RestoreError>,
+}
+
+struct Restoring {
+    cancel: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+struct Engine {
+    config: Arc<Config>,
+    instance_id: String,
+    sink: Sink,
+    tasks: BTreeMap<i32, Task>,
+    restoring: HashMap<i32, Restoring>,
+    restored_tx: mpsc::Sender<Restored>,
+    local: Arc<LocalState>,
+    metrics: Arc<Metrics>,
+    announcer: Option<Announcer>,
+    in_txn: bool,
+    txn_started: Instant,
+    next_punctuation: Option<Instant>,
+    /// An error raised inside a rebalance callback, surfaced by the poll loop.
+    failed: Option<ProcessorError>,
+}
+
+fn transactional_id(config: &Config, instance_id: &str) -> Option<String> {
+    (config.guarantee == Guarantee::ExactlyOnce)
+        .then(|| format!("{}-{}", config.application_id, instance_id))
+}
+
+fn producer_config(config: &Config) -> ClientConfig {
+    let mut client = crate::kafka::client_config(config, &config.kafka.producer);
+    client.set(
+        "transaction.timeout.ms",
+        config.kafka.transaction_timeout.as_millis().to_string(),
+    );
+    for (key, value) in &config.kafka.producer {
+        client.set(key, value);
+    }
+    client
+}
+
+fn create_producer(
+    config: &Config,
+    instance_id: &str,
+    partitions: i32,
+) -> Result<Producer, ProducerError> {
+    let tracker = DeliveryTracker::new(&config.topics.changelog, partitions);
+    Producer::create(
+        producer_config(config),
+        transactional_id(config, instance_id),
+        tracker,
+        KAFKA_TIMEOUT,
+    )
+}
+
+impl Engine {
+    fn new(setup: Setup, restored_tx: mpsc::Sender<Restored>) -> Result<Engine, ProcessorError> {
+        let producer = create_producer(&setup.config, &setup.instance_id, setup.layout.input)?;
+        let sink = Sink::new(producer, &setup.config, setup.layout);
+        Ok(Engine {
+            next_punctuation: setup.config.reset_interval.map(|i| Instant::now() + i),
+            config: setup.config,
+            instance_id: setup.instance_id,
+            sink,
+            tasks: BTreeMap::new(),
+            restoring: HashMap::new(),
+            restored_tx,
+            local: setup.local,
+            metrics: setup.metrics,
+            announcer: setup.announcer,
+            in_txn: false,
+            txn_started: Instant::now(),
+            failed: None,
+        })
+    }
+
+    fn time_to_next_deadline(&self) -> Duration {
+        let now = Instant::now();
+        let mut wait = Duration::from_millis(100);
+        if self.in_txn {
+            let due = self.txn_started + self.config.commit_interval;
+            wait = wait.min(due.saturating_duration_since(now));
+        }
+        if let Some(at) = self.next_punctuation {
+            wait = wait.min(at.saturating_duration_since(now));
+        }
+        wait
+    }
+
+    fn begin_if_needed(&mut self) -> Result<(), ProcessorError> {
+        if !self.in_txn {
+            self.sink.producer().begin()?;
+            self.in_txn = true;
+            self.txn_started = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        consumer: &GroupConsumer,
+        record: &InputRecord<'_>,
+    ) -> Result<(), ProcessorError> {
+        if !self.tasks.contains_key(&record.partition) {
+            // Fetched before the partition was paused for its restore, or after revoke;
+            // activation seeks back to the committed offset, so nothing is lost.
+            return Ok(());
+        }
+        self.begin_if_needed()?;
+        let now_ms = now_ms();
+        let Some(task) = self.tasks.get_mut(&record.partition) else {
+            return Ok(());
+        };
+        self.metrics.processed();
+        match task.process(record, &self.sink, &self.metrics, now_ms) {
+            Ok(_) => Ok(()),
+            Err(TaskError::Produce(error)) => {
+                tracing::warn!(error = %error, "produce failed, aborting the transaction");
+                self.recover(consumer, Failure::Aborted)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn maybe_punctuate(&mut self, consumer: &GroupConsumer) -> Result<(), ProcessorError> {
+        let (Some(at), Some(interval)) = (self.next_punctuation, self.config.reset_interval) else {
+            return Ok(());
+        };
+        if Instant::now() < at {
+            return Ok(());
+        }
+        self.next_punctuation = Some(at + interval);
+        if self.tasks.is_empty() {
+            return Ok(());
+        }
+        self.begin_if_needed()?;
+        let mut failed = false;
+        for task in self.tasks.values_mut() {
+            if let Err(error) = task.punctuate(&self.sink) {
+                tracing::warn!(%error, partition = task.partition, "punctuation failed");
+                failed = true;
+                break;
+            }
+        }
+        if failed {
+            return self.recover(consumer, Failure::Aborted);
+        }
+        Metrics::inc(&self.metrics.punctuations);
+        Ok(())
+    }
+
+    fn maybe_commit(&mut self, consumer: &GroupConsumer) -> Result<(), ProcessorError> {
+        if self.in_txn && self.txn_started.elapsed() >= self.config.commit_interval {
+            self.commit(consumer)?;
+        }
+        Ok(())
+    }
+
+    fn pending_offsets(&self) -> Result<TopicPartitionList, KafkaError> {
+        let mut offsets = TopicPartitionList::new();
+        for task in self.tasks.values() {
+            if let Some(offset) = task.pending_offset() {
+                offsets.add_partition_offset(
+                    &self.config.topics.input,
+                    task.partition,
+                    Offset::Offset(offset),
+                )?;
+            }
+        }
+        Ok(offsets)
+    }
+
+    /// Commits the open transaction; on failure, recovers so processing can go on.
+    fn commit(&mut self, consumer: &GroupConsumer) -> Result<(), ProcessorError> {
+        if !self.in_txn {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let offsets = self.pending_offsets()?;
+        let group = consumer.group_metadata();
+        #[cfg(feature = "fault-hooks")]
+        crate::processor::fault::before_commit();
+        match self.sink.producer().commit(&offsets, group.as_ref()) {
+            Ok(()) => {}
+            Err(error) => {
+                tracing::warn!(error = %error, cause = ?std::error::Error::source(&error).map(|s| s.to_string()), "commit failed");
+                let failure = match error {
+                    CommitError::Aborted(_) | CommitError::Delivery(_) => Failure::Aborted,
+                    CommitError::Fatal(_) => Failure::Fatal,
+                    CommitError::Unknown(_) => Failure::Unknown,
+                };
+                return self.recover(consumer, failure);
+            }
+        }
+        self.in_txn = false;
+        let tracker = self.sink.producer().tracker();
+        for task in self.tasks.values_mut() {
+            let checkpoint = tracker.next_changelog_offset(task.partition);
+            task.committed(checkpoint)?;
+        }
+        if self.config.guarantee == Guarantee::AtLeastOnce && offsets.count() > 0 {
+            // The store already holds these records' effects, and each key remembers its last
+            // offset, so a crash before this commit replays records without double counting.
+            if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
+                tracing::warn!(%error, "offset commit failed; records will be replayed");
+            }
+        }
+        self.metrics.commit_took(started.elapsed());
+        Ok(())
+    }
+
+    /// Brings tasks back to committed state after a failed transaction.
+    fn recover(
+        &mut self,
+        consumer: &GroupConsumer,
+        failure: Failure,
+    ) -> Result<(), ProcessorError> {
+        Metrics::inc(&self.metrics.aborts);
+        let mut recreate = failure != Failure::Aborted;
+        if !recreate {
+            if let Err(error) = self.sink.producer().abort() {
+                tracing::warn!(%error, "abort failed, recreating the producer");
+                recreate = true;
+            }
+        }
+        self.in_txn = false;
+        for task in self.tasks.values_mut() {
+            task.rollback();
+        }
+        if recreate {
+            // Re-initialising with the same transactional id completes or aborts whatever the
+            // old producer left open; only then is the changelog's end the truth.
+            let old = self.sink.replace_producer(create_producer(
+                &self.config,
+                &self.instance_id,
+                self.sink.producer().tracker().partitions(),
+            )?);
+            drop(old);
+            Metrics::inc(&self.metrics.producer_recreated);
+        }
+        if failure == Failure::Unknown || recreate {
+            let restorer =
+                Restorer::new(&reader_config(&self.config), &self.config.topics.changelog)?;
+            for task in self.tasks.values() {
+                let progress = RestoreProgress::default();
+                let report = restorer
+                    .restore(
+                        task.store(),
+                        task.partition,
+                        &progress,
+                        &AtomicBool::new(false),
+                    )
+                    .map_err(|source| ProcessorError::Restore {
+                        partition: task.partition,
+                        source,
+                    })?;
+                self.metrics.restored(report.records, report.elapsed);
+            }
+        }
+        self.rewind(consumer)
+    }
+
+    /// Seeks every active partition back to its committed input offset.
+    fn rewind(&mut self, consumer: &GroupConsumer) -> Result<(), ProcessorError> {
+        if self.tasks.is_empty() {
+            return Ok(());
+        }
+        let mut wanted = TopicPartitionList::new();
+        for partition in self.tasks.keys() {
+            wanted.add_partition(&self.config.topics.input, *partition);
+        }
+        let committed = consumer.committed_offsets(wanted, KAFKA_TIMEOUT)?;
+        let mut seeks = TopicPartitionList::new();
+        for element in committed.elements() {
+            let offset = match element.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            seeks.add_partition_offset(element.topic(), element.partition(), offset)?;
+        }
+        consumer.seek_partitions(seeks, KAFKA_TIMEOUT)?;
+        Ok(())
+    }
+
+    fn revoke(
+        &mut self,
+        consumer: &GroupConsumer,
+        partitions: &[i32],
+        lost: bool,
+    ) -> Result<(), ProcessorError> {
+        Metrics::inc(&self.metrics.rebalances);
+        tracing::info!(?partitions, lost, "partitions revoked");
+        if self.in_txn {
+            if lost {
+                // Another instance may already own them: committing their offsets would fail
+                // the generation check anyway, so give up the whole transaction.
+                self.recover(consumer, Failure::Aborted)?;
+            } else {
+                self.commit(consumer)?;
+            }
+        }
+        for partition in partitions {
+            if let Some(restoring) = self.restoring.remove(partition) {
+                restoring
+                    .cancel
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                let _ = restoring.thread.join();
+            }
+            self.local.remove(*partition);
+            if let Some(task) = self.tasks.remove(partition) {
+                if let Err(error) = task.store().flush() {
+                    tracing::warn!(%error, partition, "flush on close failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn assign(
+        &mut self,
+        consumer: &GroupConsumer,
+        partitions: &[i32],
+    ) -> Result<(), ProcessorError> {
+        Metrics::inc(&self.metrics.rebalances);
+        tracing::info!(?partitions, "partitions assigned");
+        let mut paused = TopicPartitionList::new();
+        for partition in partitions {
+            paused.add_partition(&self.config.topics.input, *partition);
+        }
+        // Nothing is processed for a partition before its store caught up with the changelog.
+        consumer.pause(&paused)?;
+        for &partition in partitions {
+            let progress = Arc::new(RestoreProgress::default());
+            self.local.set_restoring(partition, progress.clone());
+            let cancel = Arc::new(AtomicBool::new(false));
+            let job = RestoreJob {
+                config: self.config.clone(),
+                metrics: self.metrics.clone(),
+                partition,
+                progress,
+                cancel: cancel.clone(),
+                done: self.restored_tx.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("restore-{partition}"))
+                .spawn(move || job.run())
+                .map_err(|e| {
+                    ProcessorError::Store(StoreError::CreateDir {
+                        path: "restore thread".into(),
+                        source: e,
+                    })
+                })?;
+            self.restoring
+                .insert(partition, Restoring { cancel, thread });
+        }
+        Ok(())
+    }
+
+    fn activate(&mut self, consumer: &GroupConsumer, done: Restored) -> Result<(), ProcessorError> {
+        let Some(restoring) = self.restoring.remove(&done.partition) else {
+            return Ok(()); // revoked while restoring
+        };
+        let _ = restoring.thread.join();
+        let (store, committed, report) = done.result.map_err(|source| ProcessorError::Restore {
+            partition: done.partition,
+            source,
+        })?;
+        self.metrics.restored(report.records, report.elapsed);
+        tracing::info!(
+            partition = done.partition,
+            records = report.records,
+            seconds = report.elapsed.as_secs_f64(),
+            "partition restored"
+        );
+        let store = Arc::new(store);
+        let mut position = TopicPartitionList::new();
+        position.add_partition_offset(&self.config.topics.input, done.partition, committed)?;
+        consumer.seek_partitions(position.clone(), KAFKA_TIMEOUT)?;
+        consumer.resume(&position)?;
+        self.tasks.insert(
+            done.partition,
+            Task::new(done.partition, store.clone(), self.config.max_value_bytes),
+        );
+        self.local.set_active(done.partition, store);
+        if let Some(announcer) = &self.announcer {
+            announcer.announce(done.partition);
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, consumer: &GroupConsumer) -> Result<(), ProcessorError> {
+        let committed = if self.in_txn {
+            self.commit(consumer)
+        } else {
+            Ok(())
+        };
+        for (_, restoring) in self.restoring.drain() {
+            restoring
+                .cancel
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = restoring.thread.join();
+        }
+        for (partition, task) in std::mem::take(&mut self.tasks) {
+            self.local.remove(partition);
+            if let Err(error) = task.store().flush() {
+                tracing::warn!(%error, partition, "flush on close failed");
+            }
+        }
+        self.sink.producer().close();
+        committed
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Aborted,
+    Fatal,
+    Unknown,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Opens a partition's store and restores it, on its own thread.
+struct RestoreJob {
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    partition: i32,
+    progress: Arc<RestoreProgress>,
+    cancel: Arc<AtomicBool>,
+    done: mpsc::Sender<Restored>,
+}
+
+impl RestoreJob {
+    fn run(self) {
+        let result = self.restore();
+        let _ = self.done.send(Restored {
+            partition: self.partition,
+            result,
+        });
+    }
+
+    fn restore(&self) -> Result<(Store, Offset, RestoreReport), RestoreError> {
+        let path = partition_dir(
+            &self.config.state_dir,
+            &self.config.application_id,
+            self.partition,
+        );
+        let mut store = self.open_or_rebuild(&path)?;
+        let restorer = Restorer::new(&reader_config(&self.config), &self.config.topics.changelog)?;
+        let mut report =
+            match restorer.restore(&store, self.partition, &self.progress, &self.cancel) {
+                Err(RestoreError::CheckpointAhead {
+                    checkpoint, end, ..
+                }) => {
+                    tracing::warn!(
+                        partition = self.partition,
+                        checkpoint,
+                        end,
+                        "store checkpoint is ahead of the changelog, rebuilding it"
+                    );
+                    Metrics::inc(&self.metrics.stores_rebuilt);
+                    drop(store);
+                    Store::wipe(&path)?;
+                    store = Store::open(&path)?;
+                    restorer.restore(&store, self.partition, &self.progress, &self.cancel)?
+                }
+                other => other?,
+            };
+        // The committed offset must be read with require_stable (librdkafka does so under
+        // read_committed): it waits for a previous owner's pending transaction to finish.
+        // That transaction may have added changelog records, so catch up once more after it.
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition(&self.config.topics.input, self.partition);
+        let committed = restorer
+            .consumer()
+            .committed_offsets(wanted, KAFKA_TIMEOUT)?
+            .elements()
+            .first()
+            .map(|e| e.offset())
+            .unwrap_or(Offset::Invalid);
+        let committed = match committed {
+            Offset::Offset(o) => Offset::Offset(o),
+            _ => Offset::Beginning,
+        };
+        let tail = restorer.restore(&store, self.partition, &self.progress, &self.cancel)?;
+        report.records += tail.records;
+        report.checkpoint = tail.checkpoint;
+        Ok((store, committed, report))
+    }
+
+    /// Opens the store; a store that cannot be opened (corrupt) is wiped and rebuilt from
+    /// the changelog. A lock held by a closing handle of this process is waited out.
+    fn open_or_rebuild(&self, path: &std::path::Path) -> Result<Store, StoreError> {
+        let mut attempts = 0;
+        loop {
+            match Store::open(path) {
+                Ok(store) => return Ok(store),
+                Err(StoreError::Open { source, .. })
+                    if source.to_string().contains("lock") && attempts < 50 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(StoreError::Open { source, .. }) => {
+                    tracing::warn!(partition = self.partition, path = %path.display(), error = %source, "state store cannot be opened, rebuilding it from the changelog");
+                    Metrics::inc(&self.metrics.stores_rebuilt);
+                    Store::wipe(path)?;
+                    return Store::open(path);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "fault-hooks")]
+pub mod fault {
+    //! Crash points for the fault suite, armed by `HELLO_STREAMS_FAULT`.
+
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static COMMITS: AtomicU64 = AtomicU64::new(0);
+
+    /// `HELLO_STREAMS_FAULT=crash-before-commit:N` kills the process (no unwinding, no
+    /// cleanup, like kill -9) before the N-th commit, after its records were produced.
+    pub fn before_commit() {
+        let Ok(spec) = std::env::var("HELLO_STREAMS_FAULT") else {
+            return;
+        };
+        let Some(n) = spec
+            .strip_prefix("crash-before-commit:")
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            return;
+        };
+        if COMMITS.fetch_add(1, Ordering::Relaxed) + 1 == n {
+            eprintln!("fault hook: crashing before commit {n}");
+            std::process::abort();
+        }
+    }
+}

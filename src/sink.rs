@@ -1,0 +1,174 @@
+//! What a task writes: the changelog record of a changed key, the count-updated record for
+//! the output topic, and dead-letter records. All of them go through the stream thread's
+//! producer, inside the open transaction under exactly-once.
+
+use rdkafka::message::{Header, OwnedHeaders};
+use serde::Serialize;
+
+use crate::domain::{HelloState, Outcome, Poison};
+use crate::kafka::admin::Layout;
+use crate::kafka::producer::{Producer, ProducerError};
+use crate::partitioner::partition_for_key;
+use crate::store::codec;
+
+/// An input record as the processor sees it, detached from librdkafka's message type.
+#[derive(Debug, Clone, Copy)]
+pub struct InputRecord<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// The count-updated event, one per applied input event.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CountUpdated<'a> {
+    pub key: &'a str,
+    pub hello_count: u64,
+    pub hello_total_count: u64,
+    pub mood: &'static str,
+    pub outcome: Outcome,
+    pub reply: Option<&'static str>,
+    pub revision: u64,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub event_timestamp: i64,
+    pub processed_at: i64,
+}
+
+pub struct Sink {
+    producer: Producer,
+    changelog: String,
+    output: String,
+    dlq: String,
+    layout: Layout,
+    dlq_max_value_bytes: usize,
+}
+
+impl Sink {
+    pub fn new(producer: Producer, config: &crate::config::Config, layout: Layout) -> Self {
+        Sink {
+            producer,
+            changelog: config.topics.changelog.clone(),
+            output: config.topics.output.clone(),
+            dlq: config.topics.dlq.clone(),
+            layout,
+            dlq_max_value_bytes: config.dlq_max_value_bytes,
+        }
+    }
+
+    pub fn producer(&self) -> &Producer {
+        &self.producer
+    }
+
+    pub fn replace_producer(&mut self, producer: Producer) -> Producer {
+        std::mem::replace(&mut self.producer, producer)
+    }
+
+    /// Output partition p when the output is co-partitioned with the input, else by key.
+    fn output_partition(&self, partition: i32, key: &[u8]) -> i32 {
+        if self.layout.output == self.layout.input {
+            partition
+        } else {
+            partition_for_key(key, self.layout.output)
+        }
+    }
+
+    pub fn changelog(
+        &self,
+        partition: i32,
+        key: &[u8],
+        state: &HelloState,
+    ) -> Result<(), ProducerError> {
+        self.producer.send(
+            &self.changelog,
+            Some(partition),
+            Some(key),
+            &codec::encode_state(state),
+            None,
+        )
+    }
+
+    pub fn epoch(&self, partition: i32, epoch: u64) -> Result<(), ProducerError> {
+        self.producer.send(
+            &self.changelog,
+            Some(partition),
+            Some(codec::EPOCH_KEY),
+            &codec::encode_u64(epoch),
+            None,
+        )
+    }
+
+    pub fn count_updated(
+        &self,
+        record: &InputRecord<'_>,
+        key: &str,
+        state: &HelloState,
+        outcome: Outcome,
+        processed_at: i64,
+    ) -> Result<(), ProducerError> {
+        let event = CountUpdated {
+            key,
+            hello_count: state.hello_count,
+            hello_total_count: state.hello_total_count,
+            mood: state.mood.as_str(),
+            outcome,
+            reply: outcome.reply(),
+            revision: state.revision,
+            source_partition: record.partition,
+            source_offset: record.offset,
+            event_timestamp: record.timestamp_ms,
+            processed_at,
+        };
+        // Serialising a flat struct of numbers and short strings cannot fail.
+        let value = serde_json::to_vec(&event).unwrap_or_default();
+        self.producer.send(
+            &self.output,
+            Some(self.output_partition(record.partition, key.as_bytes())),
+            Some(key.as_bytes()),
+            &value,
+            None,
+        )
+    }
+
+    /// Sends a poison record to the dead-letter topic with the reason in its headers.
+    pub fn dead_letter(
+        &self,
+        record: &InputRecord<'_>,
+        poison: &Poison,
+    ) -> Result<(), ProducerError> {
+        let value = record.value.unwrap_or_default();
+        let kept = &value[..value.len().min(self.dlq_max_value_bytes)];
+        let key = record
+            .key
+            .map(|k| &k[..k.len().min(self.dlq_max_value_bytes.max(1024))]);
+        let partition = record.partition.rem_euclid(self.layout.dlq);
+        let headers = OwnedHeaders::new_with_capacity(7)
+            .insert(header("error.kind", poison.kind.as_str()))
+            .insert(header("error.message", &poison.message))
+            .insert(header("source.topic", record.topic))
+            .insert(header("source.partition", &record.partition.to_string()))
+            .insert(header("source.offset", &record.offset.to_string()))
+            .insert(header("original.size", &value.len().to_string()))
+            .insert(header(
+                "truncated",
+                if kept.len() < value.len() {
+                    "true"
+                } else {
+                    "false"
+                },
+            ));
+        self.producer
+            .send(&self.dlq, Some(partition), key, kept, Some(headers))
+    }
+}
+
+fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header {
+        key,
+        value: Some(value),
+    }
+}
