@@ -1,0 +1,541 @@
+//! The HTTP (JSON) read API: `GET /v1/state/{key}`, `/v1/status`, `/metrics`, `/healthz`,
+//! `/readyz`.
+//!
+//! Every answer comes from the [`StateQuery`]; this module only maps a [`Lookup`] to a status
+//! code and body. A key owned by another instance is answered with a 307 to that instance, so
+//! any HTTP client that follows redirects reads from the owner without knowing the layout.
+
+use std::io;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::{Lookup, StateQuery, StateView};
+use crate::domain::validate_key;
+use crate::shutdown::Shutdown;
+
+const STATE_PREFIX: &str = "/v1/state/";
+/// The Prometheus text exposition format, as scrapers expect it.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+type Query = Arc<dyn StateQuery>;
+
+/// Serves the API on `listener` until `shutdown` fires, then lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    query: Query,
+    mut shutdown: Shutdown,
+) -> io::Result<()> {
+    let addr = listener.local_addr()?;
+    info!(%addr, "http query server listening");
+    axum::serve(listener, router(query))
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await?;
+    info!(%addr, "http query server stopped");
+    Ok(())
+}
+
+fn router(query: Query) -> Router {
+    Router::new()
+        .route("/v1/state/{key}", get(get_state))
+        .route("/v1/status", get(get_status))
+        .route("/metrics", get(get_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(get_ready))
+        .fallback(no_route)
+        .with_state(query)
+}
+
+/// Takes the key from the raw URI rather than axum's `Path`: `Path<String>` rejects a key that
+/// decodes to invalid UTF-8 with a plain-text error, and we want the same JSON 400 as for
+/// every other invalid key.
+async fn get_state(State(query): State<Query>, uri: Uri) -> Response {
+    // The route only matches `/v1/state/{one segment}`, so the prefix is always there.
+    let raw = uri.path().strip_prefix(STATE_PREFIX).unwrap_or_default();
+    let Some(bytes) = percent_decode(raw) else {
+        return invalid_key("key is not validly percent-encoded");
+    };
+    let key = match validate_key(Some(&bytes)) {
+        Ok(key) => key,
+        Err(poison) => return invalid_key(&poison.message),
+    };
+    // A lookup is one RocksDB point read (microseconds), cheap enough to run on the runtime.
+    match query.lookup(key.as_bytes()) {
+        Lookup::Found(state) => Json(StateView::new(key, &state)).into_response(),
+        Lookup::NotFound => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "not_found", "key": key})),
+        )
+            .into_response(),
+        Lookup::InvalidKey(poison) => invalid_key(&poison.message),
+        Lookup::Restoring {
+            partition,
+            restored,
+            total,
+        } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+            Json(json!({"error": "restoring", "partition": partition, "restored": restored, "total": total})),
+        )
+            .into_response(),
+        Lookup::Elsewhere { partition, owner } => {
+            let location = format!("http://{}/v1/state/{}", owner.http_addr, percent_encode(key));
+            let Ok(value) = HeaderValue::try_from(location.as_str()) else {
+                // An owner announced an address that cannot be a URL; say so rather than
+                // send a broken redirect.
+                warn!(partition, addr = %owner.http_addr, "owner has an invalid http address");
+                return failed(&format!("owner of partition {partition} announced an invalid address"));
+            };
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, value)],
+                Json(json!({"error": "elsewhere", "partition": partition, "owner": owner, "location": location})),
+            )
+                .into_response()
+        }
+        Lookup::Unavailable { partition } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "unavailable", "partition": partition})),
+        )
+            .into_response(),
+        Lookup::Failed(message) => failed(&message),
+    }
+}
+
+async fn get_status(State(query): State<Query>) -> Response {
+    Json(query.status()).into_response()
+}
+
+async fn get_metrics(State(query): State<Query>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(METRICS_CONTENT_TYPE),
+        )],
+        query.metrics(),
+    )
+        .into_response()
+}
+
+async fn get_ready(State(query): State<Query>) -> Response {
+    if query.ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn no_route(uri: Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "no_route", "path": uri.path()})),
+    )
+        .into_response()
+}
+
+fn invalid_key(message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": "invalid_key", "message": message})),
+    )
+        .into_response()
+}
+
+fn failed(message: &str) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({"error": "failed", "message": message})),
+    )
+        .into_response()
+}
+
+/// Decodes `%XX` escapes into raw bytes; `None` for a `%` not followed by two hex digits.
+fn percent_decode(segment: &str) -> Option<Vec<u8>> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let high = hex_value(*bytes.get(i + 1)?)?;
+            let low = hex_value(*bytes.get(i + 2)?)?;
+            out.push(high << 4 | low);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+fn hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Encodes everything but RFC 3986 unreserved characters, so any key is one path segment.
+fn percent_encode(key: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(byte >> 4)] as char);
+            out.push(HEX[usize::from(byte & 0xf)] as char);
+        }
+    }
+    out
+}
+
+/// A [`StateQuery`] with fixed answers, shared by the HTTP and RESP server tests.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::domain::{validate_key, HelloState, Mood};
+    use crate::query::{Lookup, Owner, PartitionStatus, StateQuery, Status};
+
+    /// Keys: `alice` (3/7 HAPPY), `bob` (12/20 ANGRY), `restoring*`, `remote*` (owner node-b),
+    /// `far*` (owner node-c), `orphan` (no owner), `broken` (store failure); any other valid
+    /// key is not found.
+    pub(crate) struct FakeQuery {
+        pub(crate) ready: AtomicBool,
+    }
+
+    impl FakeQuery {
+        pub(crate) fn new() -> Self {
+            FakeQuery {
+                ready: AtomicBool::new(true),
+            }
+        }
+    }
+
+    pub(crate) fn alice() -> HelloState {
+        HelloState {
+            hello_count: 3,
+            hello_total_count: 7,
+            mood: Mood::Happy,
+            revision: 12,
+            last_offset: 11,
+            updated_at_ms: 1_700_000_000_123,
+            reset_epoch: 0,
+        }
+    }
+
+    pub(crate) fn owner(name: &str, host: &str) -> Owner {
+        Owner {
+            instance_id: name.to_owned(),
+            http_addr: format!("{host}:8080"),
+            resp_addr: format!("{host}:6380"),
+        }
+    }
+
+    impl StateQuery for FakeQuery {
+        fn lookup(&self, key: &[u8]) -> Lookup {
+            let key = match validate_key(Some(key)) {
+                Ok(key) => key,
+                Err(poison) => return Lookup::InvalidKey(poison),
+            };
+            match key {
+                "alice" => Lookup::Found(alice()),
+                "bob" => Lookup::Found(HelloState {
+                    hello_count: 12,
+                    hello_total_count: 20,
+                    mood: Mood::Angry,
+                    revision: 40,
+                    ..alice()
+                }),
+                "orphan" => Lookup::Unavailable { partition: 4 },
+                "broken" => Lookup::Failed("disk on fire".to_owned()),
+                k if k.starts_with("restoring") => Lookup::Restoring {
+                    partition: 2,
+                    restored: 40,
+                    total: 100,
+                },
+                k if k.starts_with("remote") => Lookup::Elsewhere {
+                    partition: 1,
+                    owner: owner("node-b", "10.0.0.2"),
+                },
+                k if k.starts_with("far") => Lookup::Elsewhere {
+                    partition: 5,
+                    owner: owner("node-c", "10.0.0.3"),
+                },
+                _ => Lookup::NotFound,
+            }
+        }
+
+        fn status(&self) -> Status {
+            Status {
+                instance_id: "node-a".to_owned(),
+                application_id: "hello-app".to_owned(),
+                processing_guarantee: "exactly_once".to_owned(),
+                input_partitions: 6,
+                partitions: vec![PartitionStatus {
+                    partition: 0,
+                    state: "active",
+                    restored: 0,
+                    restore_total: 0,
+                    lag: Some(0),
+                }],
+            }
+        }
+
+        fn metrics(&self) -> String {
+            "# TYPE hello_streams_active_tasks gauge\nhello_streams_active_tasks 1\n".to_owned()
+        }
+
+        fn ready(&self) -> bool {
+            self.ready.load(Ordering::Relaxed)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::task::JoinHandle;
+
+    use super::fake::FakeQuery;
+    use super::*;
+    use crate::shutdown::{self, Trigger};
+
+    struct Server {
+        addr: SocketAddr,
+        query: Arc<FakeQuery>,
+        trigger: Trigger,
+        task: JoinHandle<io::Result<()>>,
+    }
+
+    async fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let query = Arc::new(FakeQuery::new());
+        let (trigger, shutdown) = shutdown::channel();
+        let task = tokio::spawn(serve(listener, query.clone(), shutdown));
+        Server {
+            addr,
+            query,
+            trigger,
+            task,
+        }
+    }
+
+    struct Reply {
+        status: u16,
+        head: String,
+        body: String,
+    }
+
+    impl Reply {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.head.lines().find_map(|line| {
+                let (n, v) = line.split_once(':')?;
+                n.eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+        }
+
+        fn json(&self) -> serde_json::Value {
+            serde_json::from_str(&self.body).unwrap()
+        }
+    }
+
+    /// Sends raw bytes and reads until the server closes (the request asks it to).
+    async fn raw(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+            .await
+            .expect("server answered in time")
+            .unwrap();
+        response
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> Reply {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        let response = String::from_utf8(raw(addr, request.as_bytes()).await).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        Reply {
+            status,
+            head: head.to_owned(),
+            body: body.to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn found_key_is_200_with_the_state() {
+        let server = start().await;
+        let reply = get(server.addr, "/v1/state/alice").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.json(),
+            json!({"key": "alice", "helloCount": 3, "helloTotalCount": 7, "mood": "HAPPY",
+                   "revision": 12, "updatedAt": 1_700_000_000_123_i64})
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_key_is_404() {
+        let server = start().await;
+        let reply = get(server.addr, "/v1/state/nob%6Fdy").await;
+        assert_eq!(reply.status, 404);
+        assert_eq!(reply.json(), json!({"error": "not_found", "key": "nobody"}));
+    }
+
+    #[tokio::test]
+    async fn invalid_keys_are_400() {
+        let server = start().await;
+        let long = "k".repeat(256);
+        for path in [
+            "/v1/state/%FF%FE",
+            "/v1/state/%zz",
+            "/v1/state/%4",
+            &format!("/v1/state/{long}"),
+        ] {
+            let reply = get(server.addr, path).await;
+            assert_eq!(reply.status, 400, "{path}");
+            assert_eq!(reply.json()["error"], "invalid_key", "{path}");
+            assert!(reply.json()["message"].is_string());
+        }
+    }
+
+    #[tokio::test]
+    async fn restoring_is_503_with_progress_and_retry_after() {
+        let server = start().await;
+        let reply = get(server.addr, "/v1/state/restoring-1").await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.header("retry-after"), Some("1"));
+        assert_eq!(
+            reply.json(),
+            json!({"error": "restoring", "partition": 2, "restored": 40, "total": 100})
+        );
+    }
+
+    #[tokio::test]
+    async fn elsewhere_is_a_307_to_the_owner() {
+        let server = start().await;
+        let reply = get(server.addr, "/v1/state/remote%2F%C3%BC%20x").await;
+        assert_eq!(reply.status, 307);
+        let location = "http://10.0.0.2:8080/v1/state/remote%2F%C3%BC%20x";
+        assert_eq!(reply.header("location"), Some(location));
+        let body = reply.json();
+        assert_eq!(body["owner"]["instanceId"], "node-b");
+        assert_eq!(body["partition"], 1);
+        assert_eq!(body["location"], location);
+    }
+
+    #[tokio::test]
+    async fn unavailable_is_503_and_failure_is_500() {
+        let server = start().await;
+        let reply = get(server.addr, "/v1/state/orphan").await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(
+            reply.json(),
+            json!({"error": "unavailable", "partition": 4})
+        );
+        let reply = get(server.addr, "/v1/state/broken").await;
+        assert_eq!(reply.status, 500);
+        assert_eq!(
+            reply.json(),
+            json!({"error": "failed", "message": "disk on fire"})
+        );
+    }
+
+    #[tokio::test]
+    async fn status_metrics_and_health() {
+        let server = start().await;
+        let status = get(server.addr, "/v1/status").await;
+        assert_eq!(status.status, 200);
+        assert_eq!(status.json()["instanceId"], "node-a");
+        assert_eq!(status.json()["partitions"][0]["restoreTotal"], 0);
+
+        let metrics = get(server.addr, "/metrics").await;
+        assert_eq!(metrics.status, 200);
+        assert!(metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"));
+        assert!(metrics.body.contains("hello_streams_active_tasks 1"));
+
+        let health = get(server.addr, "/healthz").await;
+        assert_eq!((health.status, health.body.as_str()), (200, "ok"));
+        assert_eq!(get(server.addr, "/readyz").await.status, 200);
+        server.query.ready.store(false, Ordering::Relaxed);
+        assert_eq!(get(server.addr, "/readyz").await.status, 503);
+        assert_eq!(get(server.addr, "/nowhere").await.status, 404);
+    }
+
+    #[tokio::test]
+    async fn garbage_does_not_stop_the_server() {
+        let server = start().await;
+        // A client that sends half a request line and then stalls must not block others.
+        let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+        stalled.write_all(b"GET /v1/sta").await.unwrap();
+
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let garbage: Vec<u8> = (0..512)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let answer = raw(server.addr, &garbage).await;
+        assert!(answer.is_empty() || answer.starts_with(b"HTTP/1.1 400"));
+
+        // A truncated request line, then the client closes its side.
+        let mut truncated = TcpStream::connect(server.addr).await.unwrap();
+        truncated.write_all(b"GET /v1/state/al").await.unwrap();
+        truncated.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), truncated.read_to_end(&mut rest)).await;
+
+        let reply = get(server.addr, "/v1/state/alice").await;
+        assert_eq!(reply.status, 200);
+        drop(stalled);
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_the_server() {
+        let server = start().await;
+        assert_eq!(get(server.addr, "/healthz").await.status, 200);
+        server.trigger.fire();
+        let result = tokio::time::timeout(Duration::from_secs(5), server.task)
+            .await
+            .expect("server stopped in time");
+        assert!(result.unwrap().is_ok());
+    }
+
+    #[test]
+    fn percent_coding_round_trips() {
+        for key in ["alice", "a b/c?d#e%f", "ünïcødé", "~._-"] {
+            assert_eq!(
+                percent_decode(&percent_encode(key)).unwrap(),
+                key.as_bytes()
+            );
+        }
+        assert_eq!(percent_decode("%41%62c").unwrap(), b"Abc");
+        assert_eq!(percent_decode("%"), None);
+        assert_eq!(percent_decode("%g0"), None);
+    }
+}

@@ -1,0 +1,113 @@
+//! Interactive queries: committed state served straight from the local stores.
+//!
+//! The servers ([`http`], [`resp`]) only speak their protocols; every answer comes from a
+//! [`StateQuery`], which knows which partitions this instance owns, which are restoring and
+//! where the others live. Reads see committed state only: the processor writes a store after
+//! Kafka committed the transaction, so a read is at most one commit interval behind the input
+//! and never shows an aborted change.
+
+pub mod client;
+pub mod http;
+pub mod local;
+pub mod resp;
+pub mod resp_protocol;
+
+use serde::Serialize;
+
+use crate::domain::{HelloState, Poison};
+
+/// Where another instance serves its partitions (from the ownership announcements).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    pub instance_id: String,
+    /// `host:port` of its HTTP server.
+    pub http_addr: String,
+    /// `host:port` of its RESP server.
+    pub resp_addr: String,
+}
+
+/// The answer to "what is the state of key K?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Found(HelloState),
+    /// The key's partition is owned and ready here, and the key was never seen.
+    NotFound,
+    /// The key can never hold state (empty, over 255 bytes, not UTF-8).
+    InvalidKey(Poison),
+    /// The key's partition is being restored here; answering now could be stale.
+    Restoring {
+        partition: i32,
+        restored: u64,
+        total: u64,
+    },
+    /// Another instance owns the key's partition.
+    Elsewhere {
+        partition: i32,
+        owner: Owner,
+    },
+    /// Nobody is known to own the partition right now (rebalance in progress, or no instance).
+    Unavailable {
+        partition: i32,
+    },
+    /// The store failed; the message is for the client.
+    Failed(String),
+}
+
+/// One partition as `/v1/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionStatus {
+    pub partition: i32,
+    /// "active" or "restoring".
+    pub state: &'static str,
+    pub restored: u64,
+    pub restore_total: u64,
+    pub lag: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub instance_id: String,
+    pub application_id: String,
+    pub processing_guarantee: String,
+    pub input_partitions: i32,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// What the query servers need from the rest of the daemon.
+pub trait StateQuery: Send + Sync + 'static {
+    fn lookup(&self, key: &[u8]) -> Lookup;
+    fn status(&self) -> Status;
+    /// Prometheus text exposition of the daemon's metrics.
+    fn metrics(&self) -> String;
+    /// True once the stream thread runs and no owned partition is restoring.
+    fn ready(&self) -> bool;
+}
+
+/// The JSON body of `GET /v1/state/{key}` (field names as the seed's API used them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateView<'a> {
+    pub key: &'a str,
+    pub hello_count: u64,
+    pub hello_total_count: u64,
+    pub mood: &'static str,
+    pub revision: u64,
+    /// Event time of the last applied event, ms since the Unix epoch.
+    pub updated_at: i64,
+}
+
+impl<'a> StateView<'a> {
+    pub fn new(key: &'a str, state: &HelloState) -> Self {
+        StateView {
+            key,
+            hello_count: state.hello_count,
+            hello_total_count: state.hello_total_count,
+            mood: state.mood.as_str(),
+            revision: state.revision,
+            updated_at: state.updated_at_ms,
+        }
+    }
+}
