@@ -1,0 +1,686 @@
+//! The integration harness: a real broker, the real daemon binary, unique names per test,
+//! and an independent model of the fold to check results against.
+//!
+//! The broker comes from `KAFKA_BOOTSTRAP_SERVERS` (CI and `kafka/local-kafka start`). When
+//! it is unset and a Docker engine answers, one Apache Kafka container is started with
+//! testcontainers for the whole run. Otherwise the test fails and says how to start a broker:
+//! a test that needs Kafka never passes without it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hello-streams");
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The broker every test uses.
+pub fn bootstrap() -> String {
+    static BOOTSTRAP: OnceLock<String> = OnceLock::new();
+    BOOTSTRAP
+        .get_or_init(|| {
+            if let Ok(servers) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+                if !servers.trim().is_empty() {
+                    return servers;
+                }
+            }
+            if docker_available() {
+                return containers::start_kafka();
+            }
+            panic!(
+                "no Kafka broker: set KAFKA_BOOTSTRAP_SERVERS (start one with `kafka/local-kafka start` \
+                 and `eval $(kafka/local-kafka env)`), or run with a Docker engine for testcontainers"
+            );
+        })
+        .clone()
+}
+
+fn docker_available() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+mod containers {
+    use std::sync::OnceLock;
+
+    use testcontainers::core::{IntoContainerPort, WaitFor};
+    use testcontainers::runners::AsyncRunner;
+    use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+    static KEEP: OnceLock<(tokio::runtime::Runtime, ContainerAsync<GenericImage>)> =
+        OnceLock::new();
+
+    /// One KRaft broker for the whole test binary, advertised on a fixed host port so the
+    /// address the broker hands out is the one the tests can reach.
+    pub fn start_kafka() -> String {
+        let port = super::free_port();
+        let runtime = tokio::runtime::Runtime::new().expect("tokio runtime for testcontainers");
+        let container = runtime.block_on(async {
+            GenericImage::new("apache/kafka", "4.1.1")
+                .with_wait_for(WaitFor::message_on_stdout("Kafka Server started"))
+                .with_mapped_port(port, 9092.tcp())
+                .with_env_var("KAFKA_NODE_ID", "1")
+                .with_env_var("KAFKA_PROCESS_ROLES", "broker,controller")
+                .with_env_var("KAFKA_LISTENERS", "PLAINTEXT://:9092,CONTROLLER://:9093")
+                .with_env_var(
+                    "KAFKA_ADVERTISED_LISTENERS",
+                    format!("PLAINTEXT://127.0.0.1:{port}"),
+                )
+                .with_env_var("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
+                .with_env_var(
+                    "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+                    "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                )
+                .with_env_var("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
+                .with_env_var("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
+                .with_env_var("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+                .with_env_var("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+                .with_env_var("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+                .start()
+                .await
+                .expect("start apache/kafka with testcontainers")
+        });
+        let _ = KEEP.set((runtime, container));
+        format!("127.0.0.1:{port}")
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{:x}-{}",
+        std::process::id(),
+        nanos & 0xffff_ffff,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The topics and ids of one test's application.
+#[derive(Clone, Debug)]
+pub struct App {
+    pub id: String,
+    pub input: String,
+    pub output: String,
+    pub dlq: String,
+    pub partitions: i32,
+    pub state_root: PathBuf,
+    _tmp: std::sync::Arc<tempfile::TempDir>,
+}
+
+impl App {
+    pub fn new(name: &str, partitions: i32) -> App {
+        let id = unique(name);
+        let tmp = tempfile::tempdir().expect("temp dir");
+        App {
+            input: format!("{id}-events"),
+            output: format!("{id}-counts"),
+            dlq: format!("{id}-dlq"),
+            partitions,
+            state_root: tmp.path().to_owned(),
+            id,
+            _tmp: std::sync::Arc::new(tmp),
+        }
+    }
+
+    pub fn changelog(&self) -> String {
+        format!("{}-hello-store-changelog", self.id)
+    }
+
+    /// A state directory per instance, as separate machines would have.
+    pub fn state_dir(&self, instance: &str) -> PathBuf {
+        self.state_root.join(instance)
+    }
+
+    pub fn daemon(&self, instance: &str) -> DaemonBuilder {
+        DaemonBuilder {
+            app: self.clone(),
+            instance: instance.to_owned(),
+            extra: Vec::new(),
+            envs: Vec::new(),
+        }
+    }
+}
+
+pub struct DaemonBuilder {
+    app: App,
+    instance: String,
+    extra: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+impl DaemonBuilder {
+    pub fn set(mut self, field_value: &str) -> Self {
+        self.extra.push(field_value.to_owned());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn start(self) -> Daemon {
+        let http = free_port();
+        let resp = free_port();
+        let app = &self.app;
+        let log_path = app
+            .state_root
+            .join(format!("{}-{}.log", self.instance, unique("run")));
+        let log = std::fs::File::create(&log_path).expect("daemon log file");
+        let mut command = Command::new(BIN);
+        command
+            .current_dir(&app.state_root)
+            .arg("run")
+            .arg("--bootstrap-servers")
+            .arg(bootstrap())
+            .arg("--application-id")
+            .arg(&app.id)
+            .arg("--instance-id")
+            .arg(&self.instance)
+            .arg("--state-dir")
+            .arg(app.state_dir(&self.instance))
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{http}"))
+            .arg("--resp-addr")
+            .arg(format!("127.0.0.1:{resp}"));
+        for set in [
+            format!("topics.input={}", app.input),
+            format!("topics.output={}", app.output),
+            format!("topics.dlq={}", app.dlq),
+            format!("topics.partitions={}", app.partitions),
+            "kafka.session_timeout_ms=6000".to_owned(),
+            "log.filter=info".to_owned(),
+        ]
+        .into_iter()
+        .chain(self.extra.iter().cloned())
+        {
+            command.arg("--set").arg(set);
+        }
+        for (k, v) in &self.envs {
+            command.env(k, v);
+        }
+        command
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log);
+        let child = command.spawn().expect("spawn hello-streams");
+        Daemon {
+            child: Some(child),
+            http_port: http,
+            resp_port: resp,
+            log_path,
+        }
+    }
+}
+
+/// A running daemon process, killed (by its pid) when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    pub http_port: u16,
+    pub resp_port: u16,
+    pub log_path: PathBuf,
+}
+
+impl Daemon {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until `/readyz` answers 200: all owned partitions restored.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("daemon exited early ({status}); log:\n{}", self.log());
+            }
+            if http_get(self.http_port, "/readyz")
+                .map(|(s, _)| s == 200)
+                .unwrap_or(false)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("daemon not ready within {timeout:?}; log:\n{}", self.log());
+    }
+
+    /// SIGKILL: no final commit, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon is running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "daemon did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, body) = http_get(self.http_port, "/metrics").expect("metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A plain HTTP GET against 127.0.0.1:port; returns status and body.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+// ---- producing ----
+
+pub fn producer() -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        // The Java client's partitioner, as kafka-console-producer uses.
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("test producer")
+}
+
+/// Produces records in order (key may be absent) and waits until all are acknowledged.
+pub fn produce(topic: &str, records: &[(Option<Vec<u8>>, Option<Vec<u8>>)]) {
+    let producer = producer();
+    for (key, value) in records {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => panic!("produce to {topic}: {e}"),
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("flush test producer");
+}
+
+pub fn produce_events(topic: &str, events: &[(String, String)]) {
+    let records: Vec<_> = events
+        .iter()
+        .map(|(k, v)| (Some(k.as_bytes().to_vec()), Some(v.as_bytes().to_vec())))
+        .collect();
+    produce(topic, &records);
+}
+
+/// Feeds `key:value` lines through the real `kafka-console-producer`.
+pub fn console_produce(topic: &str, events: &[(String, String)]) {
+    let tool = repo_root().join("bin/kafka-console-producer");
+    assert!(tool.exists(), "{} is missing", tool.display());
+    let mut child = Command::new(&tool)
+        .args(["--bootstrap-server", &bootstrap(), "--topic", topic])
+        .args([
+            "--property",
+            "parse.key=true",
+            "--property",
+            "key.separator=:",
+        ])
+        // Same partitioner semantics as the Java default; acks=all so nothing is lost.
+        .args(["--producer-property", "acks=all"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kafka-console-producer");
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        for (key, value) in events {
+            writeln!(stdin, "{key}:{value}").expect("write to kafka-console-producer");
+        }
+    }
+    let output = child.wait_with_output().expect("kafka-console-producer");
+    assert!(
+        output.status.success(),
+        "kafka-console-producer failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+// ---- reading ----
+
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads a whole topic from the beginning to its current end with the given isolation level.
+pub fn read_topic(topic: &str, isolation: &str) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("reader");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut assignment = TopicPartitionList::new();
+    let mut pending = std::collections::HashSet::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("assign");
+        pending.insert(p);
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pending.is_empty() {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            Some(Ok(m)) => {
+                let mut headers = BTreeMap::new();
+                if let Some(h) = m.headers() {
+                    for header in h.iter() {
+                        let value = header
+                            .value
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default();
+                        headers.insert(header.key.to_owned(), value);
+                    }
+                }
+                pending.insert(m.partition());
+                records.push(Record {
+                    partition: m.partition(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                });
+            }
+        }
+    }
+    records
+}
+
+/// Waits until the topic holds `expected` committed records (no more), then returns them.
+pub fn await_committed(topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let records = read_topic(topic, "read_committed");
+        if records.len() >= expected || Instant::now() > deadline {
+            return records;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+// ---- the independent model ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Expected {
+    pub count: u64,
+    pub total: u64,
+    pub angry: bool,
+}
+
+/// What the output says about one applied event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub outcome: String,
+    pub count: u64,
+    pub total: u64,
+}
+
+/// Applies the events in order and returns each key's final state and the steps the output
+/// must show for it. Written apart from the crate's fold on purpose.
+pub fn model(
+    events: &[(String, String)],
+) -> (HashMap<String, Expected>, HashMap<String, Vec<Step>>) {
+    let mut state: HashMap<String, Expected> = HashMap::new();
+    let mut steps: HashMap<String, Vec<Step>> = HashMap::new();
+    for (key, value) in events {
+        let s = state.entry(key.clone()).or_default();
+        let outcome = if value.starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(value).expect("workload JSON");
+            match v["type"].as_str() {
+                Some("mood") => {
+                    s.angry = v["mood"] == "ANGRY";
+                    "mood"
+                }
+                Some("reset") => {
+                    s.count = 0;
+                    "reset"
+                }
+                Some("hello") => hello(s, v["message"].as_str().unwrap_or_default()),
+                other => panic!("workload has no {other:?} events"),
+            }
+        } else {
+            hello(s, value)
+        };
+        steps.entry(key.clone()).or_default().push(Step {
+            outcome: outcome.to_owned(),
+            count: s.count,
+            total: s.total,
+        });
+    }
+    (state, steps)
+}
+
+fn hello(s: &mut Expected, message: &str) -> &'static str {
+    if s.angry {
+        "refused"
+    } else if message == "Hello" {
+        s.count += 1;
+        s.total += 1;
+        "counted"
+    } else {
+        "ignored"
+    }
+}
+
+/// A deterministic mix of hellos, other greetings, mood changes and resets over `keys` keys.
+pub fn workload(events: usize, keys: usize, seed: u64) -> Vec<(String, String)> {
+    let mut x = seed.max(1);
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..events)
+        .map(|_| {
+            let key = format!("user-{}", next() % keys as u64);
+            let value = match next() % 100 {
+                0..=79 => "Hello".to_owned(),
+                80..=84 => "Howdy".to_owned(),
+                85..=89 => r#"{"type":"mood","mood":"ANGRY"}"#.to_owned(),
+                90..=96 => r#"{"type":"mood","mood":"HAPPY"}"#.to_owned(),
+                _ => r#"{"type":"reset"}"#.to_owned(),
+            };
+            (key, value)
+        })
+        .collect()
+}
+
+/// The exact checks: one output record per event, in order per key, no duplicates; each
+/// key's steps and final state as the model says; the changelog's last value per key too.
+pub fn verify(app: &App, events: &[(String, String)], timeout: Duration) -> usize {
+    let (expected_state, expected_steps) = model(events);
+    let output = await_committed(&app.output, events.len(), timeout);
+    let mut seen_sources = std::collections::HashSet::new();
+    let mut steps: HashMap<String, Vec<Step>> = HashMap::new();
+    for record in &output {
+        let v: serde_json::Value =
+            serde_json::from_slice(record.value.as_deref().unwrap_or_default())
+                .expect("output JSON");
+        let source = (
+            v["sourcePartition"].as_i64().unwrap(),
+            v["sourceOffset"].as_i64().unwrap(),
+        );
+        assert_eq!(
+            record.partition as i64, source.0,
+            "output partition p comes from input partition p"
+        );
+        assert!(
+            seen_sources.insert(source),
+            "duplicate output for input {source:?}: {v}"
+        );
+        steps
+            .entry(v["key"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(Step {
+                outcome: v["outcome"].as_str().unwrap().to_owned(),
+                count: v["helloCount"].as_u64().unwrap(),
+                total: v["helloTotalCount"].as_u64().unwrap(),
+            });
+    }
+    assert_eq!(
+        output.len(),
+        events.len(),
+        "one committed output record per input event"
+    );
+    for (key, want) in &expected_steps {
+        assert_eq!(steps.get(key), Some(want), "output steps of {key}");
+    }
+    let mut last: HashMap<String, hello_streams::domain::HelloState> = HashMap::new();
+    for record in read_topic(&app.changelog(), "read_committed") {
+        let (Some(key), Some(value)) = (record.key, record.value) else {
+            continue;
+        };
+        if key.is_empty() {
+            continue; // punctuation epoch
+        }
+        let state = hello_streams::store::codec::decode_state(&value).expect("changelog value");
+        last.insert(String::from_utf8(key).unwrap(), state);
+    }
+    for (key, want) in &expected_state {
+        let got = last
+            .get(key)
+            .unwrap_or_else(|| panic!("changelog has no {key}"));
+        assert_eq!(
+            (
+                got.hello_count,
+                got.hello_total_count,
+                got.mood == hello_streams::domain::Mood::Angry
+            ),
+            (want.count, want.total, want.angry),
+            "changelog state of {key}"
+        );
+    }
+    assert_eq!(last.len(), expected_state.len(), "changelog keys");
+    output.len()
+}
+
+/// Asks the daemon's HTTP API for every key and compares with the model.
+pub fn verify_queries(port: u16, events: &[(String, String)]) {
+    let (expected, _) = model(events);
+    for (key, want) in expected {
+        let (status, body) = http_get(port, &format!("/v1/state/{key}")).expect("query");
+        assert_eq!(status, 200, "GET /v1/state/{key}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["helloCount"].as_u64(), Some(want.count), "{key}: {body}");
+        assert_eq!(
+            v["helloTotalCount"].as_u64(),
+            Some(want.total),
+            "{key}: {body}"
+        );
+        assert_eq!(
+            v["mood"].as_str(),
+            Some(if want.angry { "ANGRY" } else { "HAPPY" }),
+            "{key}: {body}"
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests against a real Kafka broker, real RocksDB and the real daemon binary.
+//! One binary, a module per area (see `common` for where the broker comes from).
+
+mod cli;
+mod common;
+mod dead_letters;
+mod processing;
+mod queries;
+mod recovery;
+mod scaling;
