@@ -62,6 +62,16 @@ pub enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// Recovery drill: rebuild partition stores from the changelog and compare key by key
+    Drill {
+        /// Only these partitions (default: every store in the state directory)
+        #[arg(long = "partition", value_name = "N")]
+        partitions: Vec<i32>,
+        /// Rebuild into this directory and leave the live store alone (safe while running);
+        /// without it the store is wiped and replayed in place (stop the instance first)
+        #[arg(long, value_name = "DIR")]
+        scratch: Option<PathBuf>,
+    },
     /// Ask a running instance for a key's state over HTTP
     Query {
         key: String,

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod domain;
+pub mod drill;
 pub mod inspect;
 pub mod kafka;
 pub mod ownership;

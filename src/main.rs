@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use hello_streams::cli::{Cli, Command, StateCommand};
-use hello_streams::{config, daemon, inspect, query, telemetry};
+use hello_streams::{config, daemon, drill, inspect, query, telemetry};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -81,6 +81,48 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let keys = inspect::dump(&config, &mut std::io::stdout().lock())?;
             eprintln!("{keys} keys");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Drill {
+            partitions,
+            scratch,
+        } => {
+            telemetry::init_logging("warn");
+            let options = drill::DrillOptions {
+                partitions: (!partitions.is_empty()).then_some(partitions),
+                scratch,
+            };
+            let reports = drill::run(&config, &options)?;
+            let (mut keys, mut records, mut seconds, mut bad) = (0, 0, 0.0, 0);
+            println!("partition  keys  records  seconds  records/s  mismatches");
+            for r in &reports {
+                println!(
+                    "{:>9}  {:>4}  {:>7}  {:>7.2}  {:>9.0}  {:>10}",
+                    r.partition,
+                    r.keys,
+                    r.records,
+                    r.seconds,
+                    r.rate(),
+                    r.mismatches.len()
+                );
+                for m in r.mismatches.iter().take(20) {
+                    println!("    mismatch {m}");
+                }
+                keys += r.keys;
+                records += r.records;
+                seconds += r.seconds;
+                bad += r.mismatches.len();
+            }
+            let rate = if seconds > 0.0 {
+                records as f64 / seconds
+            } else {
+                0.0
+            };
+            println!("total: {keys} keys, {records} records replayed in {seconds:.2}s ({rate:.0} records/s), {bad} mismatches");
+            Ok(if bad == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Query { key, url } => {
             let base = url.unwrap_or_else(|| format!("http://{}", config.query.http_addr));

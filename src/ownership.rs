@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
@@ -102,7 +102,7 @@ pub fn spawn_reader(
     table: Arc<OwnerTable>,
     shutdown: Shutdown,
 ) -> Result<JoinHandle<()>, KafkaError> {
-    let consumer: BaseConsumer = crate::kafka::reader_config(config).create()?;
+    let consumer = crate::kafka::create_reader(config)?;
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(&config.topics.owners, 0, Offset::Beginning)?;
     consumer.assign(&assignment)?;

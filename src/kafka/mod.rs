@@ -6,7 +6,9 @@ pub mod admin;
 pub mod consumer;
 pub mod producer;
 
-use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, ClientContext};
 
 use crate::config::Config;
 
@@ -36,7 +38,29 @@ pub fn reader_config(config: &Config) -> ClientConfig {
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
+        // Readers stop at end-of-partition: waiting for more data there only delays them.
+        .set("fetch.wait.max.ms", "10")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760");
     client
+}
+
+/// Context of the reading consumers: end-of-partition is how they know they are done, so
+/// librdkafka reporting it as a global error is noise, not a problem.
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(%error, reason, "kafka reader error");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+pub type Reader = BaseConsumer<ReaderContext>;
+
+pub fn create_reader(config: &Config) -> Result<Reader, KafkaError> {
+    reader_config(config).create_with_context(ReaderContext)
 }

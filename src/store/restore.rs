@@ -9,10 +9,12 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::kafka::{Reader, ReaderContext};
 
 use super::{Store, StoreError};
 
@@ -55,7 +57,7 @@ pub struct RestoreReport {
 
 /// Reads changelog partitions into stores.
 pub struct Restorer {
-    consumer: BaseConsumer,
+    consumer: Reader,
     topic: String,
 }
 
@@ -63,12 +65,12 @@ impl Restorer {
     /// `config` comes from [`crate::kafka::reader_config`].
     pub fn new(config: &ClientConfig, topic: &str) -> Result<Self, KafkaError> {
         Ok(Restorer {
-            consumer: config.create()?,
+            consumer: config.create_with_context(ReaderContext)?,
             topic: topic.to_owned(),
         })
     }
 
-    pub fn consumer(&self) -> &BaseConsumer {
+    pub fn consumer(&self) -> &Reader {
         &self.consumer
     }
 
@@ -80,10 +82,26 @@ impl Restorer {
         progress: &RestoreProgress,
         cancel: &AtomicBool,
     ) -> Result<RestoreReport, RestoreError> {
+        self.restore_to(store, partition, None, progress, cancel)
+    }
+
+    /// Like [`Restorer::restore`], but stops before changelog offset `limit` when given (the
+    /// drill rebuilds exactly the state a store's checkpoint reflects).
+    pub fn restore_to(
+        &self,
+        store: &Store,
+        partition: i32,
+        limit: Option<u64>,
+        progress: &RestoreProgress,
+        cancel: &AtomicBool,
+    ) -> Result<RestoreReport, RestoreError> {
         let started = Instant::now();
-        let (low, high) =
+        let (low, mut high) =
             self.consumer
                 .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT)?;
+        if let Some(limit) = limit {
+            high = high.min(limit as i64);
+        }
         let checkpoint = store.checkpoint()?.unwrap_or(0);
         if checkpoint as i64 > high {
             return Err(RestoreError::CheckpointAhead {
@@ -133,6 +151,7 @@ impl Restorer {
                     next_offset as i64 >= high
                 }
             };
+            let reached_end = reached_end || (limit.is_some() && next_offset as i64 >= high);
             if keys.len() >= BATCH_RECORDS || (reached_end && next_offset > checkpoint) {
                 let batch = keys
                     .iter()
