@@ -509,6 +509,8 @@ impl Engine {
             self.restoring
                 .insert(partition, Restoring { cancel, thread });
         }
+        // After the restoring views exist, so readiness never flickers on in between.
+        self.local.set_joined();
         Ok(())
     }
 

@@ -48,6 +48,12 @@ struct Args {
     /// Write the results as JSON here
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Key i % keys for event i instead of random keys, so every key occurs (drill sizing)
+    #[arg(long)]
+    sequential_keys: bool,
+    /// Keep the daemon's state directory (printed) for a drill afterwards
+    #[arg(long)]
+    keep_state: bool,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -65,6 +71,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
 
     create_topic(&args, &input)?;
+    // The reader subscribes before the daemon starts, so the output must exist already.
+    create_topic(&args, &output)?;
     println!(
         "loading {} events over {} keys into {} partitions of {input}",
         args.events, args.keys, args.partitions
@@ -77,6 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.events,
         0,
         None,
+        args.sequential_keys,
         deadline,
     )?;
     println!("loaded in {:.1}s", loaded.elapsed().as_secs_f64());
@@ -126,6 +135,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 n,
                 1_000_000_000,
                 Some(rate),
+                false,
                 producer_deadline,
             )
             .map_err(|e| e.to_string())
@@ -173,7 +183,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
     }
-    let _ = std::fs::remove_dir_all(&state);
+    if args.keep_state {
+        println!("state kept: hello-streams drill --application-id {run_id} --state-dir {} --bootstrap-servers {}", state.display(), args.bootstrap_servers);
+    } else {
+        let _ = std::fs::remove_dir_all(&state);
+    }
     Ok(())
 }
 
@@ -206,6 +220,7 @@ fn create_topic(args: &Args, topic: &str) -> Result<(), Box<dyn std::error::Erro
 }
 
 /// Produces `n` hellos over the key space; paced at `rate` events/s when given.
+#[allow(clippy::too_many_arguments)]
 fn produce(
     bootstrap: &str,
     keys: u64,
@@ -213,6 +228,7 @@ fn produce(
     n: u64,
     seed: u64,
     rate: Option<u64>,
+    sequential: bool,
     deadline: Instant,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
@@ -228,7 +244,7 @@ fn produce(
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let key = format!("user-{}", x % keys);
+        let key = format!("user-{}", if sequential { i % keys } else { x % keys });
         let mut record = BaseRecord::<str, str>::to(topic).key(&key).payload("Hello");
         loop {
             match producer.send(record) {

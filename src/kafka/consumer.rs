@@ -74,7 +74,10 @@ pub fn create(
                 .to_string(),
         )
         .set("fetch.wait.max.ms", "10")
-        .set("queued.min.messages", "200000");
+        // Prefetch is per partition: enough to keep the stream thread busy between fetches,
+        // small enough that six partitions stay well inside the memory budget.
+        .set("queued.min.messages", "20000")
+        .set("queued.max.messages.kbytes", "8192");
     if config.guarantee == Guarantee::ExactlyOnce {
         client.set("isolation.level", "read_committed");
     }

@@ -29,6 +29,9 @@ pub struct LocalState {
     owners: Arc<OwnerTable>,
     metrics: Arc<Metrics>,
     running: AtomicBool,
+    /// The group gave this instance its first assignment (possibly empty): until then no
+    /// partition is known to be ours, and answering "ready" would invite wrong 503s.
+    joined: AtomicBool,
 }
 
 impl LocalState {
@@ -48,6 +51,7 @@ impl LocalState {
             owners,
             metrics,
             running: AtomicBool::new(false),
+            joined: AtomicBool::new(false),
         }
     }
 
@@ -77,6 +81,10 @@ impl LocalState {
 
     pub fn set_running(&self, running: bool) {
         self.running.store(running, Ordering::Release);
+    }
+
+    pub fn set_joined(&self) {
+        self.joined.store(true, Ordering::Release);
     }
 }
 
@@ -167,6 +175,7 @@ impl StateQuery for LocalState {
 
     fn ready(&self) -> bool {
         self.running.load(Ordering::Acquire)
+            && self.joined.load(Ordering::Acquire)
             && !self
                 .views
                 .read()
