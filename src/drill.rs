@@ -116,11 +116,12 @@ pub fn run(config: &Config, options: &DrillOptions) -> Result<Vec<PartitionRepor
                 &progress,
                 &AtomicBool::new(false),
             );
+            // Before the progress thread's last sleep ends: that is not replay time.
+            let seconds = started.elapsed().as_secs_f64();
             done.store(true, Ordering::Relaxed);
-            result
+            result.map(|r| (r, seconds))
         });
-        let restored = result?;
-        let seconds = started.elapsed().as_secs_f64();
+        let (restored, seconds) = result?;
         let after = snapshot(&rebuilt)?;
         let mismatches = compare(&before, &after);
         let report = PartitionReport {
