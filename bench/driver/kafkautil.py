@@ -1,0 +1,216 @@
+"""Kafka plumbing for the driver: topics, a fast producer, committed-output readers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from progress import say
+
+
+class Kafka:
+    def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+
+    def check(self, timeout: float = 10.0) -> None:
+        self.admin.list_topics(timeout=timeout)
+
+    def create_topics(self, names: list[str], partitions: int) -> None:
+        futures = self.admin.create_topics(
+            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names], operation_timeout=30)
+        for name, f in futures.items():
+            f.result(timeout=60)
+        # Wait until the metadata shows every partition with a leader.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            md = self.admin.list_topics(timeout=10).topics
+            if all(n in md and len(md[n].partitions) == partitions and not md[n].error
+                   and all(p.leader >= 0 for p in md[n].partitions.values()) for n in names):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"topics {names} did not become ready")
+
+    def delete_topics(self, names: list[str]) -> None:
+        existing = set(self.admin.list_topics(timeout=10).topics)
+        names = [n for n in names if n in existing]
+        if not names:
+            return
+        for _, f in self.admin.delete_topics(names, operation_timeout=30).items():
+            try:
+                f.result(timeout=60)
+            except KafkaException as e:
+                say(f"  (could not delete a topic: {e})")
+
+    def delete_groups(self, groups: list[str]) -> None:
+        if not groups:
+            return
+        for _, f in self.admin.delete_consumer_groups(groups, request_timeout=10).items():
+            try:
+                f.result(timeout=30)
+            except KafkaException:
+                pass  # absent or not empty: nothing to clean
+
+    def group_members(self, group: str) -> int:
+        """Members of a consumer group (0 when it is empty or unknown)."""
+        try:
+            desc = self.admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+        except KafkaException:
+            return 0
+        return len(desc.members)
+
+    def wait_group_empty(self, group: str, timeout: float) -> float:
+        """Waits until the group has no members (the broker expired or removed them); seconds waited."""
+        start = time.monotonic()
+        last_say = start
+        while self.group_members(group) > 0:
+            now = time.monotonic()
+            if now - start > timeout:
+                raise RuntimeError(f"consumer group {group} still has members after {timeout:.0f}s")
+            if now - last_say > 3:
+                last_say = now
+                say(f"    waiting for the broker to expire the old member of {group} ({now - start:.0f}s)")
+            time.sleep(0.25)
+        return time.monotonic() - start
+
+    # ---- producing ----
+
+    def producer(self, linger_ms: int) -> Producer:
+        return Producer({
+            "bootstrap.servers": self.bootstrap,
+            # The Java client's partitioner, so partition p of a key agrees with kafka-console-producer
+            # and Kafka Streams' default sink partitioner.
+            "partitioner": "murmur2_random",
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": linger_ms,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 2_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+        })
+
+    def produce(self, topic: str, records: Callable[[int], tuple[bytes | None, bytes]], start: int, end: int,
+                label: str, rate: float | None = None, linger_ms: int = 20) -> float:
+        """Produces records(start..end) in order; paced at `rate` events/s when given. Returns seconds."""
+        p = self.producer(1 if rate else linger_ms)
+        errors: list[str] = []
+
+        def on_delivery(err, _msg):
+            if err is not None and len(errors) < 5:
+                errors.append(str(err))
+
+        t0 = time.monotonic()
+        last_say = t0
+        produce = p.produce
+        for i in range(start, end):
+            key, value = records(i)
+            while True:
+                try:
+                    produce(topic, value=value, key=key, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    p.poll(0.005)
+            if rate:
+                due = t0 + (i - start) / rate
+                now = time.monotonic()
+                if due > now:
+                    p.poll(0)
+                    time.sleep(due - now)
+            elif (i & 0x3FFF) == 0:
+                p.poll(0)
+                now = time.monotonic()
+                if now - last_say > 3:
+                    last_say = now
+                    say(f"    {label}: {i - start:,}/{end - start:,} produced")
+        remaining = p.flush(120)
+        if remaining or errors:
+            raise RuntimeError(f"producing to {topic} failed: {remaining} undelivered, errors {errors}")
+        return time.monotonic() - t0
+
+
+class CommittedReader:
+    """A read_committed consumer of a whole topic from the beginning (no consumer group)."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, tag: str):
+        self.c = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{tag}-reader",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "fetch.wait.max.ms": 10,
+            "enable.partition.eof": True,
+        })
+        self.c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        self.count = 0
+        self.eof: set[int] = set()
+        self.partitions = partitions
+
+    def poll(self, timeout: float = 0.2, on_message: Callable | None = None) -> int:
+        """Consumes what is available; returns how many records arrived."""
+        got = 0
+        for m in self.c.consume(num_messages=10_000, timeout=timeout):
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self.eof.add(m.partition())
+                    continue
+                raise KafkaException(err)
+            self.eof.discard(m.partition())
+            got += 1
+            if on_message is not None:
+                on_message(m)
+        self.count += got
+        return got
+
+    def close(self) -> None:
+        self.c.close()
+
+
+def read_all(bootstrap: str, topic: str, partitions: int, tag: str, expected: int | None = None,
+             timeout: float = 120) -> tuple[int, dict[bytes, bytes]]:
+    """Reads a topic's committed records to its end: the count and the last value per key."""
+    r = CommittedReader(bootstrap, topic, partitions, tag)
+    last: dict[bytes, bytes] = {}
+    deadline = time.monotonic() + timeout
+    last_say = time.monotonic()
+
+    def keep(m):
+        last[m.key()] = m.value()
+
+    try:
+        while True:
+            r.poll(0.5, keep)
+            if len(r.eof) == partitions and (expected is None or r.count >= expected):
+                # Every partition was at its end once after the last record: done.
+                return r.count, last
+            if time.monotonic() > deadline:
+                return r.count, last
+            if time.monotonic() - last_say > 3:
+                last_say = time.monotonic()
+                say(f"    reading {topic}: {r.count:,} records")
+    finally:
+        r.close()
+
+
+class Background(threading.Thread):
+    """Runs a function in a thread and keeps its result or exception."""
+
+    def __init__(self, fn: Callable, *args):
+        super().__init__(daemon=True)
+        self.fn, self.args, self.result, self.error = fn, args, None, None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn(*self.args)
+        except BaseException as e:  # noqa: BLE001 - reported by the caller
+            self.error = e
+
+    def get(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.result

@@ -1,0 +1,288 @@
+"""The two systems under test, as processes the driver starts, watches and stops by pid."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from progress import say
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_usage(pid: int) -> tuple[float, float, float]:
+    """(CPU seconds user+system, peak RSS MiB (VmHWM), current RSS MiB) of a live process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    hwm = rss = 0.0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) / 1024
+            elif line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024
+    return cpu, hwm, rss
+
+
+def broker_cpu_seconds() -> float:
+    """CPU seconds of every local Kafka broker process (java ... kafka.Kafka ...), from /proc."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"kafka.Kafka\0" not in f.read():
+                    continue
+            total += proc_usage(int(pid))[0]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    total = sum(values[:8])
+    return total - idle, total
+
+
+@dataclass
+class Proc:
+    popen: subprocess.Popen
+    log_path: Path
+    started: float
+    http_port: int = 0
+    lines: list[tuple[float, str]] = field(default_factory=list)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def usage(self) -> tuple[float, float, float]:
+        return proc_usage(self.pid)
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()[-n:]
+        except OSError:
+            text = []
+        out = [line for _, line in self.lines[-n:]]
+        return "\n".join(out + text)
+
+    def terminate(self, timeout: float = 60) -> tuple[float, bool]:
+        """SIGTERM, wait; SIGKILL after `timeout`. Returns (seconds, stopped cleanly)."""
+        t0 = time.monotonic()
+        if self.popen.poll() is not None:
+            return 0.0, True
+        os.kill(self.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+            return time.monotonic() - t0, True
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            return time.monotonic() - t0, False
+
+    def kill9(self) -> None:
+        if self.popen.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+        self.popen.wait(30)
+
+
+class SystemUnderTest:
+    name = ""
+    short = ""
+
+    def __init__(self, bootstrap: str, partitions: int):
+        self.bootstrap = bootstrap
+        self.partitions = partitions
+
+    @staticmethod
+    def changelog(app_id: str) -> str:
+        # Both name it the Kafka Streams way: <application.id>-<store>-changelog.
+        return f"{app_id}-hello-store-changelog"
+
+    def internal_topics(self, app_id: str) -> list[str]:
+        return [self.changelog(app_id)]
+
+    def wait_ready(self, proc: Proc, timeout: float) -> tuple[float, dict]:
+        raise NotImplementedError
+
+    def _check_alive(self, proc: Proc) -> None:
+        if not proc.alive():
+            raise RuntimeError(f"{self.name} exited with status {proc.popen.returncode}; log:\n{proc.log_tail()}")
+
+
+class HelloStreams(SystemUnderTest):
+    name = "hello-streams"
+    short = "hs"
+
+    def __init__(self, bootstrap: str, partitions: int, binary: Path, log_filter: str = "warn"):
+        super().__init__(bootstrap, partitions)
+        self.binary = binary
+        self.log_filter = log_filter
+
+    def internal_topics(self, app_id: str) -> list[str]:
+        # The changelog and the compacted topic where instances announce their partitions.
+        return [self.changelog(app_id), f"{app_id}-owners"]
+
+    def describe(self) -> dict:
+        version = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True).stdout.strip()
+        return {"binary": str(self.binary), "version": version, "processing_guarantee": "exactly_once",
+                "commit_interval_ms": 100}
+
+    def start(self, app_id: str, topics: dict[str, str], state_dir: Path, log_path: Path) -> Proc:
+        http, resp = free_port(), free_port()
+        cmd = [str(self.binary), "run", "--bootstrap-servers", self.bootstrap, "--application-id", app_id,
+               "--state-dir", str(state_dir), "--http-addr", f"127.0.0.1:{http}", "--resp-addr", f"127.0.0.1:{resp}",
+               "--set", f"topics.input={topics['input']}", "--set", f"topics.output={topics['output']}",
+               "--set", f"topics.dlq={topics['dlq']}", "--set", f"topics.partitions={self.partitions}",
+               "--set", f"log.filter={self.log_filter}"]
+        env = {k: v for k, v in os.environ.items() if k != "RUST_LOG" and not k.startswith("HELLO_STREAMS__")}
+        log = open(log_path, "ab")
+        started = time.monotonic()
+        popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                 cwd=state_dir.parent)
+        log.close()
+        return Proc(popen, log_path, started, http_port=http)
+
+    @staticmethod
+    def _get(port: int, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, ""
+        except OSError:
+            return 0, ""
+
+    def metrics(self, proc: Proc) -> dict[str, float]:
+        status, body = self._get(proc.http_port, "/metrics")
+        out = {}
+        for line in body.splitlines():
+            m = re.match(r"^(hello_streams_[a-z_]+)(?:\{[^}]*\})?\s+([-0-9.eE+naNinf]+)$", line)
+            if m:
+                try:
+                    out[m.group(1)] = float(m.group(2))
+                except ValueError:
+                    pass
+        return out
+
+    def wait_ready(self, proc: Proc, timeout: float) -> tuple[float, dict]:
+        """Ready: /readyz answers 200 AND all P partitions are active tasks (no restoring one).
+
+        /readyz alone also answers 200 before the first assignment (no partition restoring yet),
+        so the driver also requires hello_streams_active_tasks == P."""
+        deadline = proc.started + timeout
+        last_say = time.monotonic()
+        while time.monotonic() < deadline:
+            self._check_alive(proc)
+            status, _ = self._get(proc.http_port, "/readyz")
+            if status == 200:
+                now = time.monotonic()
+                m = self.metrics(proc)
+                if m.get("hello_streams_active_tasks") == self.partitions and m.get("hello_streams_restoring_tasks", 0) == 0:
+                    return now, {"restored": int(m.get("hello_streams_restore_total", 0)),
+                                 "restore_rate_reported": m.get("hello_streams_restore_rate")}
+            if time.monotonic() - last_say >= 3:
+                last_say = time.monotonic()
+                m = self.metrics(proc)
+                say(f"    waiting for {self.name} to be ready ({last_say - proc.started:.0f}s): /readyz {status}, "
+                    f"{m.get('hello_streams_active_tasks', 0):.0f} active and "
+                    f"{m.get('hello_streams_restoring_tasks', 0):.0f} restoring partitions, "
+                    f"{m.get('hello_streams_restore_total', 0):,.0f} records restored")
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not ready within {timeout:.0f}s; log:\n{proc.log_tail()}")
+
+
+class KafkaStreamsReference(SystemUnderTest):
+    name = "Kafka Streams"
+    short = "ks"
+
+    def __init__(self, bootstrap: str, partitions: int, build_dir: Path, threads: int, java_opts: list[str],
+                 log_level: str = "warn"):
+        super().__init__(bootstrap, partitions)
+        self.log_level = log_level
+        self.jar = build_dir / "hello-kstreams-reference.jar"
+        self.threads = threads
+        self.java = shutil.which("java") or "java"
+        if os.environ.get("JAVA_HOME") and Path(os.environ["JAVA_HOME"], "bin/java").exists():
+            self.java = str(Path(os.environ["JAVA_HOME"], "bin/java"))
+        self.java_opts = java_opts
+
+    def describe(self) -> dict:
+        v = subprocess.run([self.java, "-version"], capture_output=True, text=True).stderr.splitlines()
+        return {"jar": str(self.jar), "java": v[0] if v else "", "java_opts": self.java_opts,
+                "kafka_streams": "4.1.1", "num_stream_threads": self.threads,
+                "processing_guarantee": "exactly_once_v2", "statestore_cache_max_bytes": 0,
+                "commit_interval_ms": 100, "session_timeout_ms": 10000}
+
+    def start(self, app_id: str, topics: dict[str, str], state_dir: Path, log_path: Path) -> Proc:
+        cmd = [self.java, *self.java_opts, "-jar", str(self.jar), "--bootstrap-servers", self.bootstrap,
+               "--application-id", app_id, "--input", topics["input"], "--output", topics["output"],
+               "--dlq", topics["dlq"], "--state-dir", str(state_dir), "--threads", str(self.threads),
+               "--log-file", str(log_path), "--log-level", self.log_level]
+        started = time.monotonic()
+        popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, bufsize=1, cwd=state_dir.parent)
+        proc = Proc(popen, log_path, started)
+
+        def pump():
+            for line in popen.stdout:
+                with proc.cond:
+                    proc.lines.append((time.monotonic(), line.rstrip("\n")))
+                    proc.cond.notify_all()
+            with proc.cond:
+                proc.cond.notify_all()
+
+        threading.Thread(target=pump, daemon=True).start()
+        return proc
+
+    def wait_ready(self, proc: Proc, timeout: float) -> tuple[float, dict]:
+        """Ready: the first "KSTREAMS RUNNING" line (all tasks assigned and restored)."""
+        deadline = proc.started + timeout
+        seen = 0
+        last_say = time.monotonic()
+        with proc.cond:
+            while True:
+                for t, line in proc.lines[seen:]:
+                    if line.startswith("KSTREAMS RUNNING"):
+                        info = dict(kv.split("=", 1) for kv in line.split()[2:] if "=" in kv)
+                        return t, {"restored": int(info.get("restored", 0)),
+                                   "restore_ms_reported": int(info.get("restore_ms", 0))}
+                    if line.startswith("KSTREAMS ERROR"):
+                        raise RuntimeError(f"{self.name} failed: {line}\n{proc.log_tail()}")
+                seen = len(proc.lines)
+                if not proc.alive() and seen == len(proc.lines):
+                    raise RuntimeError(f"{self.name} exited with status {proc.popen.poll()}; output:\n{proc.log_tail()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError(f"{self.name} not RUNNING within {timeout:.0f}s; output:\n{proc.log_tail()}")
+                proc.cond.wait(min(left, 0.5))
+                if time.monotonic() - last_say >= 3:
+                    last_say = time.monotonic()
+                    latest = proc.lines[-1][1] if proc.lines else "(no output yet)"
+                    say(f"    waiting for {self.name} to be RUNNING ({last_say - proc.started:.0f}s); last: {latest}")
