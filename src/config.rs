@@ -192,6 +192,7 @@ pub struct RawQuery {
     pub advertised_http_addr: String,
     pub advertised_resp_addr: String,
     pub resp_max_connections: u64,
+    pub cache_max_entries: u64,
 }
 
 impl Default for RawQuery {
@@ -202,6 +203,7 @@ impl Default for RawQuery {
             advertised_http_addr: String::new(),
             advertised_resp_addr: String::new(),
             resp_max_connections: 1024,
+            cache_max_entries: 100_000,
         }
     }
 }
@@ -270,6 +272,8 @@ pub struct Query {
     pub advertised_http_addr: String,
     pub advertised_resp_addr: String,
     pub resp_max_connections: usize,
+    /// States the query path keeps in memory across all stores of the process; 0: none.
+    pub cache_max_entries: usize,
 }
 
 /// Where the configuration comes from, in increasing precedence after the file.
@@ -493,6 +497,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         1,
         100_000,
     )? as usize;
+    let cache_max_entries = in_range(
+        "query.cache_max_entries",
+        q.cache_max_entries,
+        0,
+        100_000_000,
+    )? as usize;
 
     if tracing_subscriber::EnvFilter::try_new(&raw.log.filter).is_err() {
         return Err(field_error(
@@ -534,6 +544,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             advertised_http_addr: q.advertised_http_addr,
             advertised_resp_addr: q.advertised_resp_addr,
             resp_max_connections,
+            cache_max_entries,
         },
         log_filter: raw.log.filter,
     })

@@ -171,6 +171,8 @@ struct Engine {
     local: Arc<LocalState>,
     metrics: Arc<Metrics>,
     announcer: Option<Announcer>,
+    /// The query cache budget (`query.cache_max_entries`) split over the input partitions.
+    cache_entries_per_store: usize,
     in_txn: bool,
     txn_started: Instant,
     next_punctuation: Option<Instant>,
@@ -213,8 +215,11 @@ impl Engine {
     fn new(setup: Setup, restored_tx: mpsc::Sender<Restored>) -> Result<Engine, ProcessorError> {
         let producer = create_producer(&setup.config, &setup.instance_id, setup.layout.input)?;
         let sink = Sink::new(producer, &setup.config, setup.layout);
+        let cache_entries_per_store =
+            setup.config.query.cache_max_entries / setup.layout.input.max(1) as usize;
         Ok(Engine {
             next_punctuation: setup.config.reset_interval.map(|i| Instant::now() + i),
+            cache_entries_per_store,
             config: setup.config,
             instance_id: setup.instance_id,
             sink,
@@ -530,7 +535,7 @@ impl Engine {
             seconds = report.elapsed.as_secs_f64(),
             "partition restored"
         );
-        let store = Arc::new(store);
+        let store = Arc::new(store.with_read_cache(self.cache_entries_per_store));
         let mut position = TopicPartitionList::new();
         position.add_partition_offset(&self.config.topics.input, done.partition, committed)?;
         consumer.seek_partitions(position.clone(), KAFKA_TIMEOUT)?;

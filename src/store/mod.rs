@@ -5,6 +5,7 @@
 //! reflects (the checkpoint) land in one `WriteBatch`, so the store is always a prefix of the
 //! changelog and a restore replays only what lies past the checkpoint.
 
+pub mod cache;
 pub mod codec;
 pub mod restore;
 
@@ -15,6 +16,7 @@ use std::sync::OnceLock;
 use rocksdb::{BlockBasedOptions, Cache, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
 use crate::domain::HelloState;
+use cache::{Cached, StateCache};
 use codec::{CHECKPOINT_KEY, EPOCH_KEY};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,8 @@ pub struct Store {
     path: PathBuf,
     /// Committed punctuation epoch, cached so reads need one RocksDB lookup.
     epoch: AtomicU64,
+    /// States that queries read, kept fresh by commits; `None`: every read goes to RocksDB.
+    cache: Option<StateCache>,
 }
 
 /// One block cache for every store of the process: with a cache per store, memory would grow
@@ -123,10 +127,17 @@ impl Store {
             db,
             path: path.to_owned(),
             epoch: AtomicU64::new(0),
+            cache: None,
         };
         let epoch = store.raw_u64(EPOCH_KEY)?.unwrap_or(0);
         store.epoch.store(epoch, Ordering::Release);
         Ok(store)
+    }
+
+    /// Puts a cache of at most `entries` states in front of [`Store::get`]; 0: none.
+    pub fn with_read_cache(mut self, entries: usize) -> Store {
+        self.cache = (entries > 0).then(|| StateCache::new(entries));
+        self
     }
 
     /// Deletes a store's files. The caller must have dropped every handle to it.
@@ -181,9 +192,22 @@ impl Store {
     }
 
     /// The state as readers see it: counts from before the last punctuation read as zero.
+    /// Goes through the read cache; the fold uses [`Store::get_raw`], so processing does not
+    /// fill the cache with keys nobody asks for.
     pub fn get(&self, key: &[u8]) -> Result<Option<HelloState>, StoreError> {
         let epoch = self.epoch();
-        Ok(self.get_raw(key)?.map(|s| s.effective(epoch)))
+        let raw = match &self.cache {
+            None => self.get_raw(key)?,
+            Some(cache) => match cache.get(key) {
+                Cached::Hit(state) => state,
+                Cached::Miss(ticket) => {
+                    let state = self.get_raw(key)?;
+                    cache.fill(key, state, ticket);
+                    state
+                }
+            },
+        };
+        Ok(raw.map(|s| s.effective(epoch)))
     }
 
     /// Writes the committed changes of one transaction together with the checkpoint.
@@ -193,8 +217,9 @@ impl Store {
         epoch: Option<u64>,
         checkpoint: u64,
     ) -> Result<(), StoreError> {
+        let changes: Vec<Change<'a>> = changes.into_iter().collect();
         let mut batch = WriteBatch::default();
-        for change in changes {
+        for change in &changes {
             batch.put(change.key, codec::encode_state(change.state));
         }
         if let Some(epoch) = epoch {
@@ -202,6 +227,12 @@ impl Store {
         }
         batch.put(CHECKPOINT_KEY, codec::encode_u64(checkpoint));
         self.write(batch)?;
+        // Only after the write: a fill that read the store before it must see the bump.
+        if let Some(cache) = &self.cache {
+            for change in &changes {
+                cache.committed(change.key, change.state);
+            }
+        }
         if let Some(epoch) = epoch {
             self.epoch.store(epoch, Ordering::Release);
         }
@@ -224,6 +255,9 @@ impl Store {
         }
         batch.put(CHECKPOINT_KEY, codec::encode_u64(next_offset));
         self.write(batch)?;
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
         if let Some(epoch) = epoch {
             self.epoch.store(epoch, Ordering::Release);
         }
@@ -340,6 +374,33 @@ mod tests {
             .for_each_state(|k, s| seen.push((k.to_owned(), s.hello_count)))
             .unwrap();
         assert_eq!(seen, [("bob".to_owned(), 0)]);
+    }
+
+    #[test]
+    fn cached_reads_follow_commits_restores_and_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap().with_read_cache(16);
+        let commit = |count, checkpoint| {
+            let s = state(count);
+            let change = Change {
+                key: b"erin",
+                state: &s,
+            };
+            store.commit([change], None, checkpoint).unwrap();
+        };
+        assert_eq!(store.get(b"erin").unwrap(), None);
+        commit(1, 1);
+        assert_eq!(store.get(b"erin").unwrap(), Some(state(1)));
+        commit(2, 2);
+        assert_eq!(store.get(b"erin").unwrap(), Some(state(2)));
+        store.commit([], Some(1), 3).unwrap();
+        assert_eq!(store.get(b"erin").unwrap().unwrap().hello_count, 0);
+        let restored = codec::encode_state(&state(7));
+        store
+            .apply_changelog([(&b"erin"[..], &restored[..])], 4)
+            .unwrap();
+        assert_eq!(store.get_raw(b"erin").unwrap(), Some(state(7)));
+        assert_eq!(store.get(b"erin").unwrap().unwrap().revision, 7);
     }
 
     #[test]

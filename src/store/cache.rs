@@ -1,0 +1,198 @@
+//! A bounded in-memory copy of committed states that queries have asked for.
+//!
+//! A RocksDB point lookup costs about half a microsecond even from the memtable, which is
+//! most of what a RESP `GET` spends in the server. Queries tend to ask for the same keys
+//! again, so the query path keeps the states it read here, and every commit refreshes the
+//! entries it changes. It holds committed state only (it is filled from the store and
+//! refreshed after a commit is written), so a read through it returns exactly what a read of
+//! the store would.
+//!
+//! Only reads fill it: a workload nobody queries pays one hash probe per committed change and
+//! no memory. Full shards are emptied rather than evicted entry by entry: simple, O(1)
+//! amortised, and the hot keys come back on their next read.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::domain::HelloState;
+
+const SHARDS: usize = 16;
+
+pub struct StateCache {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    per_shard: usize,
+}
+
+#[derive(Default)]
+struct Shard {
+    /// `None` remembers a key the store does not hold.
+    entries: HashMap<Box<[u8]>, Option<HelloState>>,
+    /// Bumped by every write to a key of this shard. A fill that started before a write
+    /// would insert what may be the old value, so it only lands if this did not move.
+    writes: u64,
+}
+
+/// What a lookup found: the cached state, or a ticket to [`StateCache::fill`] with after
+/// reading the store.
+pub enum Cached {
+    Hit(Option<HelloState>),
+    Miss(Ticket),
+}
+
+pub struct Ticket {
+    shard: usize,
+    writes: u64,
+}
+
+impl StateCache {
+    /// A cache for at most `capacity` keys (rounded up to a multiple of the shard count).
+    pub fn new(capacity: usize) -> StateCache {
+        StateCache {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    fn shard_of(&self, key: &[u8]) -> usize {
+        (self.hasher.hash_one(key) % SHARDS as u64) as usize
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
+        // The shard's data stays consistent even if a holder panicked: every critical
+        // section is a single map operation.
+        self.shards[shard].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, key: &[u8]) -> Cached {
+        let shard = self.shard_of(key);
+        let guard = self.lock(shard);
+        match guard.entries.get(key) {
+            Some(state) => Cached::Hit(*state),
+            None => Cached::Miss(Ticket {
+                shard,
+                writes: guard.writes,
+            }),
+        }
+    }
+
+    /// Remembers what the store returned for `key`, unless a write to the shard came in
+    /// since the ticket was issued.
+    pub fn fill(&self, key: &[u8], state: Option<HelloState>, ticket: Ticket) {
+        let mut guard = self.lock(ticket.shard);
+        if guard.writes != ticket.writes {
+            return;
+        }
+        if guard.entries.len() >= self.per_shard {
+            guard.entries.clear();
+        }
+        guard.entries.insert(key.into(), state);
+    }
+
+    /// Called after `state` was committed to the store for `key`: refreshes the entry if
+    /// the key is cached and stops fills that read the store before this write.
+    pub fn committed(&self, key: &[u8], state: &HelloState) {
+        let mut guard = self.lock(self.shard_of(key));
+        guard.writes += 1;
+        if let Some(entry) = guard.entries.get_mut(key) {
+            *entry = Some(*state);
+        }
+    }
+
+    /// Forgets everything (after the store was written behind the cache's back: a restore).
+    pub fn clear(&self) {
+        for shard in 0..SHARDS {
+            let mut guard = self.lock(shard);
+            guard.writes += 1;
+            guard.entries.clear();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        (0..SHARDS).map(|s| self.lock(s).entries.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(count: u64) -> HelloState {
+        HelloState {
+            hello_count: count,
+            revision: count,
+            ..HelloState::default()
+        }
+    }
+
+    fn miss(cache: &StateCache, key: &[u8]) -> Ticket {
+        match cache.get(key) {
+            Cached::Miss(ticket) => ticket,
+            Cached::Hit(_) => panic!("expected a miss"),
+        }
+    }
+
+    fn hit(cache: &StateCache, key: &[u8]) -> Option<HelloState> {
+        match cache.get(key) {
+            Cached::Hit(state) => state,
+            Cached::Miss(_) => panic!("expected a hit"),
+        }
+    }
+
+    #[test]
+    fn a_filled_key_hits_and_commits_refresh_it() {
+        let cache = StateCache::new(64);
+        let ticket = miss(&cache, b"alice");
+        cache.fill(b"alice", Some(state(1)), ticket);
+        assert_eq!(hit(&cache, b"alice"), Some(state(1)));
+        cache.committed(b"alice", &state(2));
+        assert_eq!(hit(&cache, b"alice"), Some(state(2)));
+    }
+
+    #[test]
+    fn absent_keys_are_remembered_until_committed() {
+        let cache = StateCache::new(64);
+        let ticket = miss(&cache, b"ghost");
+        cache.fill(b"ghost", None, ticket);
+        assert_eq!(hit(&cache, b"ghost"), None);
+        cache.committed(b"ghost", &state(1));
+        assert_eq!(hit(&cache, b"ghost"), Some(state(1)));
+    }
+
+    #[test]
+    fn a_fill_that_raced_a_commit_is_dropped() {
+        let cache = StateCache::new(64);
+        let ticket = miss(&cache, b"bob");
+        // The reader read the old value from the store, then a commit landed.
+        cache.committed(b"bob", &state(5));
+        cache.fill(b"bob", Some(state(4)), ticket);
+        assert!(matches!(cache.get(b"bob"), Cached::Miss(_)));
+    }
+
+    #[test]
+    fn commits_do_not_fill_and_clear_forgets() {
+        let cache = StateCache::new(64);
+        cache.committed(b"carol", &state(1));
+        assert_eq!(cache.len(), 0);
+        let ticket = miss(&cache, b"carol");
+        cache.fill(b"carol", Some(state(1)), ticket);
+        let stale = miss(&cache, b"dave");
+        cache.clear();
+        assert_eq!(cache.len(), 0);
+        cache.fill(b"dave", Some(state(9)), stale);
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn size_stays_bounded() {
+        let cache = StateCache::new(32);
+        for i in 0..10_000u64 {
+            let key = i.to_be_bytes();
+            let ticket = miss(&cache, &key);
+            cache.fill(&key, Some(state(i)), ticket);
+        }
+        assert!(cache.len() <= 32, "{} entries", cache.len());
+    }
+}
