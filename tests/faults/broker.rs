@@ -1,0 +1,105 @@
+//! Broker failures on the separate 3-node cluster (replication factor 3, min ISR 2): one node
+//! killed and restarted during load, and the whole cluster down for longer than the
+//! transaction timeout. The daemon is never restarted by the test: it must ride it out.
+
+use std::time::Duration;
+
+use crate::common::*;
+use crate::support::*;
+
+/// Case 3: SIGKILL one broker during load, start it again with its data; then the same with
+/// another broker.
+#[test]
+fn c03_broker_killed_and_restarted_during_load() {
+    let case = case("c03_broker_killed_and_restarted_during_load", Duration::from_secs(300));
+    let _back = BrokersBack;
+    let app = App::new("f03", 6);
+    let events = workload(40_000, 400, 303);
+    let mut d = case.start(daemon(&app, "a"));
+    d.wait_ready(Duration::from_secs(90));
+    let pid = pid_of(&d);
+    let feeder = feed(&app.input, raw(&events), 500, Duration::from_millis(250));
+    for node in ["1", "2"] {
+        std::thread::sleep(Duration::from_secs(3));
+        local_kafka(&["kill-broker", node]);
+        case.step(format!(
+            "killed broker {node} (feeder running: {})",
+            !feeder.is_finished()
+        ));
+        std::thread::sleep(Duration::from_secs(5));
+        assert!(alive(pid), "daemon died with broker {node} down; log:\n{}", log_tail(&d, 80));
+        local_kafka(&["start-broker", node]);
+        case.step(format!("broker {node} is back"));
+    }
+    let fed = join_feeder(feeder);
+    case.step(format!("fed {fed} events"));
+    assert!(
+        alive(pid),
+        "the daemon exited during the broker restarts; log:\n{}",
+        log_tail(&d, 120)
+    );
+    d.wait_ready(Duration::from_secs(60));
+    check_everything(&case, &app, &events, &[], d.http_port);
+    assert!(alive(pid), "the daemon is still the same process");
+    case.step(format!(
+        "daemon rode it out: {} aborts, {} producers recreated",
+        metric_or(&d, "hello_streams_abort_total"),
+        metric_or(&d, "hello_streams_producer_recreated_total")
+    ));
+}
+
+/// Case 4: all three brokers down (SIGKILL) for longer than the transaction timeout
+/// (`kafka.transaction_timeout_ms=5000`), during load; then started again with their data.
+#[test]
+fn c04_all_brokers_down_longer_than_txn_timeout() {
+    let case = case("c04_all_brokers_down_longer_than_txn_timeout", Duration::from_secs(300));
+    let _back = BrokersBack;
+    let app = App::new("f04", 6);
+    let events = workload(30_000, 300, 404);
+    let mut d = case.start(daemon(&app, "a")
+        .set("kafka.transaction_timeout_ms=5000"));
+    d.wait_ready(Duration::from_secs(90));
+    let pid = pid_of(&d);
+    let feeder = feed(&app.input, raw(&events), 500, Duration::from_millis(250));
+    std::thread::sleep(Duration::from_secs(4));
+    for node in ["1", "2", "3"] {
+        local_kafka(&["kill-broker", node]);
+    }
+    let down = std::time::Instant::now();
+    case.step(format!(
+        "all brokers killed (feeder running: {}); staying down 12s > transaction timeout 5s",
+        !feeder.is_finished()
+    ));
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(
+        alive(pid),
+        "the daemon exited while the brokers were down; log:\n{}",
+        log_tail(&d, 120)
+    );
+    local_kafka(&["start", "--keep-data"]);
+    case.step(format!("cluster back after {:?} down", down.elapsed()));
+    let fed = join_feeder(feeder);
+    case.step(format!("fed {fed} events"));
+    assert!(
+        alive(pid),
+        "the daemon exited after the outage; log:\n{}",
+        log_tail(&d, 150)
+    );
+    d.wait_ready(Duration::from_secs(90));
+    check_everything(&case, &app, &events, &[], d.http_port);
+    assert!(alive(pid), "the daemon is still the same process");
+    case.step(format!(
+        "daemon rode it out: {} aborts, {} producers recreated",
+        metric_or(&d, "hello_streams_abort_total"),
+        metric_or(&d, "hello_streams_producer_recreated_total")
+    ));
+}
+
+fn metric_or(d: &Daemon, name: &str) -> String {
+    let Ok((_, body)) = http_get(d.http_port, "/metrics") else {
+        return "?".into();
+    };
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}

@@ -1,0 +1,229 @@
+//! Group membership: instances joining and leaving under load, a paused (SIGSTOP) instance
+//! that must be fenced, and reads while partitions move and restore.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::support::*;
+
+/// Case 5: three instances join and leave during load; one is paused with SIGSTOP beyond the
+/// session timeout (6 s in the tests) and resumed: it must be fenced, and no input record may
+/// produce output twice (verify checks duplicates by source partition and offset).
+#[test]
+fn c05_instances_join_leave_and_a_paused_one_is_fenced() {
+    let case = case("c05_instances_join_leave_and_a_paused_one_is_fenced", Duration::from_secs(300));
+    let app = App::new("f05", 6);
+    let events = workload(45_000, 450, 505);
+    let mut a = case.start(daemon(&app, "a"));
+    a.wait_ready(Duration::from_secs(90));
+    let feeder = feed(&app.input, raw(&events), 500, Duration::from_millis(250));
+    std::thread::sleep(Duration::from_secs(2));
+    let mut b = case.start(daemon(&app, "b"));
+    std::thread::sleep(Duration::from_secs(3));
+    let mut c = case.start(daemon(&app, "c"));
+    wait_until("all three instances own partitions", Duration::from_secs(90), || {
+        [&a, &b, &c]
+            .iter()
+            .all(|d| owned(d).is_some_and(|o| !o.is_empty()))
+    });
+    case.step(format!(
+        "three instances share the partitions: a {:?}, b {:?}, c {:?}",
+        owned(&a).unwrap_or_default(),
+        owned(&b).unwrap_or_default(),
+        owned(&c).unwrap_or_default()
+    ));
+    let b_pid = pid_of(&b);
+    let b_had = owned(&b).unwrap_or_default();
+    let b_log_before = b.log().len();
+    signal(b_pid, libc::SIGSTOP);
+    case.step(format!("SIGSTOP b (pid {b_pid}, owning {b_had:?}) for 9s"));
+    std::thread::sleep(Duration::from_secs(9));
+    // While b is stopped, a and c must have taken over b's partitions.
+    let others: Vec<i32> = [&a, &c]
+        .iter()
+        .flat_map(|d| owned(d).unwrap_or_default())
+        .map(|(p, _)| p)
+        .collect();
+    case.step(format!("before SIGCONT: a and c own {others:?}"));
+    signal(b_pid, libc::SIGCONT);
+    // The resumed instance must find itself fenced: its generation or producer epoch is
+    // stale, so whatever it still had open is aborted, never committed.
+    let fenced_markers = ["lost: true", "lost=true", "commit failed", "fenced", "Fenced"];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let evidence = loop {
+        let log = b.log();
+        let after = plain(&log[b_log_before.min(log.len())..]);
+        if let Some(line) = after
+            .lines()
+            .find(|l| fenced_markers.iter().any(|m| l.contains(m)))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sign in b's log that it was fenced after SIGCONT; log after the pause:\n{after}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    case.step(format!("b resumed and was fenced: {evidence}"));
+    std::thread::sleep(Duration::from_secs(3));
+    let status = c.terminate(Duration::from_secs(45));
+    assert!(status.success(), "c leaves cleanly: {status}; log:\n{}", log_tail(&c, 60));
+    case.step("c left (SIGTERM)");
+    let fed = join_feeder(feeder);
+    case.step(format!("fed {fed} events"));
+    assert!(
+        alive(b_pid),
+        "b exited after it was fenced instead of rejoining; log:\n{}",
+        log_tail(&b, 80)
+    );
+    let status = b.terminate(Duration::from_secs(45));
+    assert!(status.success(), "b leaves cleanly: {status}; log:\n{}", log_tail(&b, 80));
+    case.step("b left (SIGTERM)");
+    wait_partitions_settled(&[&a], app.partitions, Duration::from_secs(90));
+    check_everything(&case, &app, &events, &[], a.http_port);
+}
+
+/// What the read hammer saw.
+#[derive(Debug, Default)]
+struct Reads {
+    by_status: BTreeMap<u16, usize>,
+    redirects_followed: usize,
+    unreachable: usize,
+    wrong: Vec<String>,
+}
+
+/// Case 11: reads while a second instance joins and partitions move, and while a wiped
+/// instance restores its stores. The load finished before, so every 200 must be the final
+/// value; anything else must be 503 (restoring / unavailable) or a 307 to the owner.
+#[test]
+fn c11_reads_during_rebalance_and_restore() {
+    let case = case("c11_reads_during_rebalance_and_restore", Duration::from_secs(300));
+    let app = App::new("f11", 6);
+    let events = workload(60_000, 12_000, 1111);
+    let (expected, _) = model(&events);
+    let mut a = case.start(daemon(&app, "a"));
+    a.wait_ready(Duration::from_secs(90));
+    produce_events(&app.input, &events);
+    let got = await_committed(&app.output, events.len(), Duration::from_secs(180)).len();
+    assert_eq!(got, events.len(), "load processed before the reads start");
+    a.wait_ready(Duration::from_secs(60));
+    case.step(format!("{} events over {} keys processed by a", events.len(), expected.len()));
+
+    let expected = Arc::new(expected);
+    let ports = Arc::new(Mutex::new(vec![a.http_port]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let hammer = {
+        let (expected, ports, stop) = (expected.clone(), ports.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let keys: Vec<&String> = expected.keys().collect();
+            let mut reads = Reads::default();
+            let mut i = 0usize;
+            let check = |reads: &mut Reads, key: &str, port: u16, status: u16, body: &str| {
+                *reads.by_status.entry(status).or_default() += 1;
+                match status {
+                    200 => {
+                        let want = expected[key];
+                        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+                        let ok = v["helloCount"].as_u64() == Some(want.count)
+                            && v["helloTotalCount"].as_u64() == Some(want.total)
+                            && v["mood"].as_str() == Some(if want.angry { "ANGRY" } else { "HAPPY" });
+                        if !ok {
+                            reads.wrong.push(format!("{key} via {port}: 200 {body}, want {want:?}"));
+                        }
+                    }
+                    503 | 307 => {}
+                    _ => reads.wrong.push(format!("{key} via {port}: {status} {body}")),
+                }
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let port_list = ports.lock().unwrap().clone();
+                let port = port_list[i % port_list.len()];
+                let key = keys[(i * 7919) % keys.len()];
+                i += 1;
+                let Ok((status, body)) = http_get(port, &format!("/v1/state/{key}")) else {
+                    reads.unreachable += 1;
+                    continue;
+                };
+                check(&mut reads, key, port, status, &body);
+                if status == 307 {
+                    // Follow the redirect once: the owner must answer right too.
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    let location = v["location"].as_str().unwrap_or_default().to_owned();
+                    let target = location
+                        .strip_prefix("http://")
+                        .and_then(|rest| rest.split_once('/'))
+                        .and_then(|(host, _)| host.rsplit_once(':'))
+                        .and_then(|(_, p)| p.parse::<u16>().ok());
+                    match target {
+                        Some(owner) => {
+                            if let Ok((status, body)) = http_get(owner, &format!("/v1/state/{key}")) {
+                                reads.redirects_followed += 1;
+                                check(&mut reads, key, owner, status, &body);
+                            }
+                        }
+                        None => reads.wrong.push(format!("{key} via {port}: 307 without a usable location: {body}")),
+                    }
+                }
+            }
+            reads
+        })
+    };
+
+    std::thread::sleep(Duration::from_secs(2));
+    let mut b = case.start(daemon(&app, "b"));
+    ports.lock().unwrap().push(b.http_port);
+    case.step("b joins while reads run");
+    wait_partitions_settled(&[&a, &b], app.partitions, Duration::from_secs(120));
+    case.step(format!(
+        "settled: a {:?}, b {:?}",
+        owned(&a).unwrap_or_default(),
+        owned(&b).unwrap_or_default()
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+
+    // b leaves, loses its disk, and comes back: it restores its partitions from scratch.
+    let status = b.terminate(Duration::from_secs(45));
+    assert!(status.success(), "b leaves cleanly: {status}");
+    ports.lock().unwrap().retain(|p| *p != b.http_port);
+    std::fs::remove_dir_all(app.state_dir("b")).expect("wipe b");
+    case.step("b stopped and wiped");
+    wait_partitions_settled(&[&a], app.partitions, Duration::from_secs(90));
+    let mut b = case.start(daemon(&app, "b"));
+    ports.lock().unwrap().push(b.http_port);
+    let restore_seen = Instant::now();
+    wait_partitions_settled(&[&a, &b], app.partitions, Duration::from_secs(120));
+    let restored = b.metric("hello_streams_restore_total");
+    case.step(format!(
+        "wiped b restored {restored} records and settled after {:?}",
+        restore_seen.elapsed()
+    ));
+    assert!(restored > 0.0, "the wiped instance restored from the changelog");
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let reads = hammer.join().expect("hammer thread");
+    case.step(format!(
+        "reads by status {:?}, {} redirects followed, {} unreachable, {} wrong",
+        reads.by_status,
+        reads.redirects_followed,
+        reads.unreachable,
+        reads.wrong.len()
+    ));
+    assert!(
+        reads.wrong.is_empty(),
+        "{} wrong answers during the rebalance/restore, e.g.:\n{}",
+        reads.wrong.len(),
+        reads.wrong.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+    );
+    let ok = reads.by_status.get(&200).copied().unwrap_or(0);
+    assert!(ok > 100, "the hammer got answers: {:?}", reads.by_status);
+    case.verified(reads.by_status.values().sum::<usize>());
+
+    let status = b.terminate(Duration::from_secs(45));
+    assert!(status.success(), "b leaves cleanly: {status}");
+    wait_partitions_settled(&[&a], app.partitions, Duration::from_secs(90));
+    check_everything(&case, &app, &events, &[], a.http_port);
+}
