@@ -168,7 +168,11 @@ impl Producer {
             .set("acks", "all")
             .set("partitioner", "murmur2_random");
         for (key, default) in [
-            ("linger.ms", "5"),
+            // Measured at 5,000 events/s (hello-streams-bench): with linger.ms=5 a
+            // transaction commit took ~70 ms and end-to-end p50 was ~210 ms; with 0 the
+            // commit takes ~7 ms and p50 is ~80 ms, at the same or better throughput
+            // (records still batch while earlier requests are in flight).
+            ("linger.ms", "0"),
             ("batch.size", "1000000"),
             ("queue.buffering.max.messages", "1000000"),
             ("queue.buffering.max.kbytes", "1048576"),
