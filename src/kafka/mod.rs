@@ -7,7 +7,7 @@ pub mod consumer;
 pub mod producer;
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientConfig, ClientContext};
 
 use crate::config::Config;
@@ -51,7 +51,11 @@ pub struct ReaderContext;
 
 impl ClientContext for ReaderContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        // Reaching a partition's end is how readers know they are done, not an error;
+        // librdkafka reports it both ways.
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !eof {
             tracing::warn!(%error, reason, "kafka reader error");
         }
     }
