@@ -1,7 +1,6 @@
 //! The [`StateQuery`] of a running instance: its own partitions' stores, their restore
 //! progress, and the owner table for everything else.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -14,10 +13,22 @@ use crate::store::restore::RestoreProgress;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
-#[derive(Clone)]
 enum View {
     Restoring(Arc<RestoreProgress>),
     Active(Arc<Store>),
+}
+
+/// One partition's view, alone on its cache line. A read takes the slot's lock (a write to
+/// its reader count); with one lock for all partitions, the query threads kept writing the
+/// same line and two threads read no faster than one.
+#[repr(align(64))]
+#[derive(Default)]
+struct Slot(RwLock<Option<View>>);
+
+impl Slot {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<View>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub struct LocalState {
@@ -25,7 +36,8 @@ pub struct LocalState {
     application_id: String,
     guarantee: &'static str,
     input_partitions: i32,
-    views: RwLock<HashMap<i32, View>>,
+    /// Indexed by input partition.
+    views: Box<[Slot]>,
     owners: Arc<OwnerTable>,
     metrics: Arc<Metrics>,
     running: AtomicBool,
@@ -47,7 +59,9 @@ impl LocalState {
             application_id: config.application_id.clone(),
             guarantee: config.guarantee.as_str(),
             input_partitions,
-            views: RwLock::new(HashMap::new()),
+            views: (0..input_partitions.max(0))
+                .map(|_| Slot::default())
+                .collect(),
             owners,
             metrics,
             running: AtomicBool::new(false),
@@ -55,28 +69,37 @@ impl LocalState {
         }
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<i32, View>> {
-        self.views.write().unwrap_or_else(|e| e.into_inner())
+    fn slot(&self, partition: i32) -> Option<&Slot> {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.views.get(p))
     }
 
-    fn view(&self, partition: i32) -> Option<View> {
+    /// Partitions past the count known at start cannot be asked for (keys are routed over
+    /// that count), so they have no slot.
+    fn set(&self, partition: i32, view: Option<View>) {
+        if let Some(slot) = self.slot(partition) {
+            *slot.0.write().unwrap_or_else(|e| e.into_inner()) = view;
+        }
+    }
+
+    fn views(&self) -> impl Iterator<Item = (i32, std::sync::RwLockReadGuard<'_, Option<View>>)> {
         self.views
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&partition)
-            .cloned()
+            .iter()
+            .enumerate()
+            .map(|(partition, slot)| (partition as i32, slot.read()))
     }
 
     pub fn set_restoring(&self, partition: i32, progress: Arc<RestoreProgress>) {
-        self.write().insert(partition, View::Restoring(progress));
+        self.set(partition, Some(View::Restoring(progress)));
     }
 
     pub fn set_active(&self, partition: i32, store: Arc<Store>) {
-        self.write().insert(partition, View::Active(store));
+        self.set(partition, Some(View::Active(store)));
     }
 
     pub fn remove(&self, partition: i32) {
-        self.write().remove(&partition);
+        self.set(partition, None);
     }
 
     pub fn set_running(&self, running: bool) {
@@ -95,7 +118,10 @@ impl StateQuery for LocalState {
             Err(poison) => return Lookup::InvalidKey(poison),
         };
         let partition = partition_for_key(key.as_bytes(), self.input_partitions);
-        match self.view(partition) {
+        // The store is read under the slot's read guard: no `Arc` clone, so no second
+        // shared write per read; a revoke waits for reads in flight.
+        let view = self.slot(partition).map(Slot::read);
+        match view.as_deref().and_then(Option::as_ref) {
             Some(View::Active(store)) => match store.get(key.as_bytes()) {
                 Ok(Some(state)) => Lookup::Found(state),
                 Ok(None) => Lookup::NotFound,
@@ -116,27 +142,25 @@ impl StateQuery for LocalState {
     }
 
     fn status(&self) -> Status {
-        let views = self.views.read().unwrap_or_else(|e| e.into_inner());
-        let mut partitions: Vec<PartitionStatus> = views
-            .iter()
-            .map(|(partition, view)| match view {
-                View::Active(_) => PartitionStatus {
-                    partition: *partition,
+        let partitions: Vec<PartitionStatus> = self
+            .views()
+            .filter_map(|(partition, view)| match view.as_ref()? {
+                View::Active(_) => Some(PartitionStatus {
+                    partition,
                     state: "active",
                     restored: 0,
                     restore_total: 0,
                     lag: None,
-                },
-                View::Restoring(p) => PartitionStatus {
-                    partition: *partition,
+                }),
+                View::Restoring(p) => Some(PartitionStatus {
+                    partition,
                     state: "restoring",
                     restored: p.restored.load(Ordering::Relaxed),
                     restore_total: p.total.load(Ordering::Relaxed),
                     lag: None,
-                },
+                }),
             })
             .collect();
-        partitions.sort_by_key(|p| p.partition);
         Status {
             instance_id: self.instance_id.clone(),
             application_id: self.application_id.clone(),
@@ -148,15 +172,11 @@ impl StateQuery for LocalState {
 
     fn metrics(&self) -> String {
         let (mut active, mut restoring) = (0.0, 0.0);
-        for view in self
-            .views
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
-            match view {
-                View::Active(_) => active += 1.0,
-                View::Restoring(_) => restoring += 1.0,
+        for (_, view) in self.views() {
+            match view.as_ref() {
+                Some(View::Active(_)) => active += 1.0,
+                Some(View::Restoring(_)) => restoring += 1.0,
+                None => {}
             }
         }
         self.metrics.render(&[
@@ -177,10 +197,7 @@ impl StateQuery for LocalState {
         self.running.load(Ordering::Acquire)
             && self.joined.load(Ordering::Acquire)
             && !self
-                .views
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .any(|v| matches!(v, View::Restoring(_)))
+                .views()
+                .any(|(_, v)| matches!(v.as_ref(), Some(View::Restoring(_))))
     }
 }
