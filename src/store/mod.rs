@@ -202,7 +202,7 @@ impl Store {
                 Cached::Hit(state) => state,
                 Cached::Miss(ticket) => {
                     let state = self.get_raw(key)?;
-                    cache.fill(key, state, ticket);
+                    cache.fill(state, ticket);
                     state
                 }
             },
