@@ -273,6 +273,16 @@ def redis_markdown(data) -> str:
     return "```json\n" + json.dumps(data, indent=2) + "\n```"
 
 
+def redis_summary(path: Path):
+    """The header line and median table that bench/redis/compare writes, without its title."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    body = [line for line in lines if not line.startswith("# ")]
+    return "\n".join(body).strip() or None
+
+
 def benchmarks_md(results: dict, table: str, charts: list[Path], redis, repo: Path, md_dir: Path) -> str:
     cfg, m, s = results["config"], results["machine"], results["summary"]
     git = results["git"]
@@ -299,7 +309,9 @@ def benchmarks_md(results: dict, table: str, charts: list[Path], redis, repo: Pa
                     "(redis-benchmark against Redis vs against hello-streams' RESP port) is included here "
                     "whenever that file exists.")
     else:
-        redis_md = "From `bench/results/redis-compare.json` (written by its own script):\n\n" + redis_markdown(redis)
+        summary = redis_summary(repo / "bench" / "results" / "redis-compare.md")
+        redis_md = ("From `bench/redis/compare` (medians; every run is in "
+                    "`bench/results/redis-compare.json`):\n\n" + (summary or redis_markdown(redis)))
     hs_rounds = s.get("hs", {}).get("rounds", 0)
     return f"""# Benchmarks
 
@@ -396,7 +408,7 @@ first-output times, group-expiry waits and RSS of the restarted processes), `ben
 
 ```sh
 kafka/local-kafka start                       # a local broker on 127.0.0.1:9092
-cargo build --release                         # the daemon at $CARGO_TARGET_DIR/release/hello-streams
+cargo build --release --all-targets           # the daemon at $CARGO_TARGET_DIR/release/hello-streams
 bench/driver/run                              # defaults: {cfg['events']:,} events, {cfg['keys']:,} keys, {cfg['partitions']} partitions, 1 round
 bench/driver/run --rounds 3                   # more rounds (medians are reported)
 bench/driver/run --events 200000 --keys 20000 --ceiling-records 0 --benchmarks-md ''   # a quick look
