@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseRecord, Producer as _};
+use rdkafka::producer::Producer as _;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::common::*;
@@ -108,7 +108,10 @@ fn keep_logs(name: &str, logs: &Mutex<Vec<PathBuf>>) {
     let dir = std::env::var("FAULTS_LOG_DIR").ok().map(PathBuf::from);
     for (i, path) in logs.iter().enumerate() {
         let text = plain(&std::fs::read_to_string(path).unwrap_or_default());
-        let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let mut kept = String::new();
         if let Some(dir) = &dir {
             let target = dir.join(format!("{name}.daemon-{i:02}-{file}"));
@@ -116,7 +119,10 @@ fn keep_logs(name: &str, logs: &Mutex<Vec<PathBuf>>) {
                 kept = format!(" (whole log: {})", target.display());
             }
         }
-        let lines: Vec<&str> = text.lines().filter(|l| !l.contains("PartitionEOF")).collect();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains("PartitionEOF"))
+            .collect();
         eprintln!(
             "---- daemon log {i} {file}{kept}, last lines:\n{}",
             lines[lines.len().saturating_sub(40)..].join("\n")
@@ -233,7 +239,10 @@ pub fn pid_of(daemon: &Daemon) -> i32 {
             return pid;
         }
     }
-    panic!("daemon with http port {} is not our child", daemon.http_port);
+    panic!(
+        "daemon with http port {} is not our child",
+        daemon.http_port
+    );
 }
 
 /// True while the process runs (a child that exited stays a zombie until reaped).
@@ -281,7 +290,9 @@ pub fn run_bounded(command: &mut Command, timeout: Duration) -> (Option<i32>, St
     let (out, err) = (out.join().unwrap(), err.join().unwrap());
     match status {
         Some(s) => (s.code(), out, err),
-        None => panic!("{command:?} did not finish within {timeout:?}\nstdout:\n{out}\nstderr:\n{err}"),
+        None => {
+            panic!("{command:?} did not finish within {timeout:?}\nstdout:\n{out}\nstderr:\n{err}")
+        }
     }
 }
 
@@ -290,7 +301,12 @@ pub fn run_bounded(command: &mut Command, timeout: Duration) -> (Option<i32>, St
 
 /// Replication factor for the application's topics: 3 on the 3-node cluster.
 pub fn replication_factor() -> i32 {
-    if bootstrap().split(',').filter(|s| !s.trim().is_empty()).count() >= 3 {
+    if bootstrap()
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .count()
+        >= 3
+    {
         3
     } else {
         1
@@ -299,8 +315,10 @@ pub fn replication_factor() -> i32 {
 
 /// A daemon with the suite's settings (replicated topics on the 3-node cluster).
 pub fn daemon(app: &App, instance: &str) -> DaemonBuilder {
-    app.daemon(instance)
-        .set(&format!("topics.replication_factor={}", replication_factor()))
+    app.daemon(instance).set(&format!(
+        "topics.replication_factor={}",
+        replication_factor()
+    ))
 }
 
 /// A daemon started with a fault hook armed (`HELLO_STREAMS_FAULT`), from the binary
@@ -326,7 +344,12 @@ pub fn start_hooked(app: &App, instance: &str, fault: &str) -> Hooked {
     command
         .current_dir(&app.state_root)
         .arg("run")
-        .args(["--bootstrap-servers", &bootstrap(), "--application-id", &app.id])
+        .args([
+            "--bootstrap-servers",
+            &bootstrap(),
+            "--application-id",
+            &app.id,
+        ])
         .args(["--instance-id", instance])
         .arg("--state-dir")
         .arg(app.state_dir(instance))
@@ -411,7 +434,10 @@ pub fn owned(d: &Daemon) -> Option<Vec<(i32, String)>> {
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?}: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -472,28 +498,7 @@ pub fn feed(topic: &str, records: Vec<Raw>, chunk: usize, pause: Duration) -> Jo
                     std::thread::sleep(pause);
                 }
                 for (key, value) in slice {
-                    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&topic);
-                    if let Some(key) = key {
-                        record = record.key(key);
-                    }
-                    if let Some(value) = value {
-                        record = record.payload(value);
-                    }
-                    loop {
-                        match producer.send(record) {
-                            Ok(()) => break,
-                            Err((
-                                KafkaError::MessageProduction(
-                                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                                ),
-                                r,
-                            )) => {
-                                record = r;
-                                std::thread::sleep(Duration::from_millis(5));
-                            }
-                            Err((e, _)) => panic!("produce to {topic}: {e}"),
-                        }
-                    }
+                    send(&producer, &topic, key.as_deref(), value.as_deref());
                 }
             }
             producer
@@ -667,7 +672,10 @@ pub fn assert_dead_letters_exactly(app: &App, poison: &[Raw]) -> usize {
         *counts.entry(*s).or_default() += 1;
     }
     let dupes: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(dupes.is_empty(), "dead letters written more than once: {dupes:?}");
+    assert!(
+        dupes.is_empty(),
+        "dead letters written more than once: {dupes:?}"
+    );
     let mut want = if poison.is_empty() {
         Vec::new()
     } else {
@@ -755,16 +763,22 @@ pub fn check_everything(
     case.step(format!("verify: {} events expected", events.len()));
     let verified = verify(app, events, Duration::from_secs(180));
     case.verified(verified);
-    case.step(format!("verified {verified} output records; checking transactions"));
+    case.step(format!(
+        "verified {verified} output records; checking transactions"
+    ));
     let partitions = assert_no_open_transactions(
         &[&app.output, &app.changelog(), &app.dlq],
         Duration::from_secs(45),
     );
-    case.step(format!("no open transaction on {partitions} partitions; queries"));
+    case.step(format!(
+        "no open transaction on {partitions} partitions; queries"
+    ));
     verify_queries(port, events);
     let dead = assert_dead_letters_exactly(app, poison);
     case.verified(dead);
-    case.step(format!("queries agree; {dead} dead letters, exactly the injected poison"));
+    case.step(format!(
+        "queries agree; {dead} dead letters, exactly the injected poison"
+    ));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -813,7 +827,9 @@ impl Drop for BrokersBack {
         }));
         match result {
             Ok((Some(0), _, _)) => {}
-            Ok((code, out, err)) => eprintln!("bringing the brokers back failed ({code:?}):\n{out}\n{err}"),
+            Ok((code, out, err)) => {
+                eprintln!("bringing the brokers back failed ({code:?}):\n{out}\n{err}")
+            }
             Err(_) => eprintln!("bringing the brokers back timed out"),
         }
     }
@@ -829,7 +845,12 @@ pub fn drill(app: &App, instance: &str, extra: &[&str]) -> String {
     command
         .current_dir(&app.state_root)
         .arg("drill")
-        .args(["--bootstrap-servers", &bootstrap(), "--application-id", &app.id])
+        .args([
+            "--bootstrap-servers",
+            &bootstrap(),
+            "--application-id",
+            &app.id,
+        ])
         .arg("--state-dir")
         .arg(app.state_dir(instance))
         .args(["--set", &format!("topics.input={}", app.input)])
@@ -839,7 +860,10 @@ pub fn drill(app: &App, instance: &str, extra: &[&str]) -> String {
         .env_remove("RUST_LOG");
     let (code, out, err) = run_bounded(&mut command, Duration::from_secs(120));
     assert_eq!(code, Some(0), "drill {extra:?} failed:\n{out}\n{err}");
-    assert!(out.contains(", 0 mismatches"), "drill {extra:?}:\n{out}\n{err}");
+    assert!(
+        out.contains(", 0 mismatches"),
+        "drill {extra:?}:\n{out}\n{err}"
+    );
     out
 }
 

@@ -357,30 +357,40 @@ pub fn producer() -> ThreadedProducer<DefaultProducerContext> {
         .expect("test producer")
 }
 
+/// Queues one record (key and value may be absent), waiting while the local queue is full.
+pub fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) {
+    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(value) = value {
+        record = record.payload(value);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                r,
+            )) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => panic!("produce to {topic}: {e}"),
+        }
+    }
+}
+
 /// Produces records in order (key may be absent) and waits until all are acknowledged.
 pub fn produce(topic: &str, records: &[(Option<Vec<u8>>, Option<Vec<u8>>)]) {
     let producer = producer();
     for (key, value) in records {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        if let Some(value) = value {
-            record = record.payload(value);
-        }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => panic!("produce to {topic}: {e}"),
-            }
-        }
+        send(&producer, topic, key.as_deref(), value.as_deref());
     }
     producer
         .flush(Duration::from_secs(30))
