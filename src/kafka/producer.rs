@@ -188,6 +188,10 @@ impl Producer {
             .create_with_context(tracker.clone())
             .map_err(ProducerError::Create)?;
         if let Some(id) = &transactional_id {
+            // librdkafka asks for the producer id as soon as a broker connection is up and
+            // otherwise retries on a 500 ms timer; at start there is no connection yet, so
+            // every (re)start paid half a second. A metadata request opens one first.
+            let _ = inner.client().fetch_metadata(None, timeout);
             inner
                 .init_transactions(timeout)
                 .map_err(|source| ProducerError::InitTransactions {
