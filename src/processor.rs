@@ -97,8 +97,14 @@ fn poll_loop(
         while let Ok(done) = restored.try_recv() {
             lock(engine).activate(consumer, done)?;
         }
-        let wait = lock(engine).time_to_next_deadline();
-        let mut timeout = wait.min(Duration::from_millis(50));
+        let (wait, restoring) = {
+            let engine = lock(engine);
+            (engine.time_to_next_deadline(), !engine.restoring.is_empty())
+        };
+        // A finished restore is only picked up between polls, and while partitions restore
+        // there is little to poll (they are paused): poll briefly so activation is prompt.
+        let most = Duration::from_millis(if restoring { 5 } else { 50 });
+        let mut timeout = wait.min(most);
         for _ in 0..MAX_BATCH {
             // The engine is locked per record, never across `poll`: poll may run the
             // rebalance callbacks, which lock it too.
