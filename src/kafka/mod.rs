@@ -40,6 +40,11 @@ pub fn reader_config(config: &Config) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         // Readers stop at end-of-partition: waiting for more data there only delays them.
         .set("fetch.wait.max.ms", "10")
+        // Once its queue held queued.min.messages, librdkafka waited fetch.queue.backoff.ms
+        // (1 s) before fetching again, though a restore drains the queue in a fraction of
+        // that: each partition's replay stalled ~0.7 s at its end. With 10 ms the drill
+        // replays 1,000,000 records in 1.2 s instead of 6.5 s.
+        .set("fetch.queue.backoff.ms", "10")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760");
     client
