@@ -11,7 +11,10 @@ use crate::support::*;
 /// Case 1: kill -9 three times while a thread keeps feeding 60k events over 500 keys.
 #[test]
 fn c01_kill9_three_times_during_load() {
-    let case = case("c01_kill9_three_times_during_load", Duration::from_secs(300));
+    let case = case(
+        "c01_kill9_three_times_during_load",
+        Duration::from_secs(300),
+    );
     let app = App::new("f01", 6);
     let events = workload(60_000, 500, 101);
     let mut d = case.start(daemon(&app, "a"));
@@ -40,7 +43,10 @@ fn c01_kill9_three_times_during_load() {
 /// abort the leftovers and go on exactly once.
 #[test]
 fn c02_crash_after_produce_before_commit() {
-    let case = case("c02_crash_after_produce_before_commit", Duration::from_secs(240));
+    let case = case(
+        "c02_crash_after_produce_before_commit",
+        Duration::from_secs(240),
+    );
     let app = App::new("f02", 6);
     let events = workload(30_000, 300, 202);
     let mut next = 0usize;
@@ -115,8 +121,9 @@ fn send_chunk(
 ) {
     let end = (*next + n).min(events.len());
     for (key, value) in &events[*next..end] {
-        let mut record: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(topic).key(key.as_bytes()).payload(value.as_bytes());
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+            .key(key.as_bytes())
+            .payload(value.as_bytes());
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -152,7 +159,10 @@ fn with_poison(valid: &[(String, String)], every: usize) -> (Vec<Raw>, Vec<Raw>)
             all.push(bad.clone());
             poison.push(bad);
         }
-        all.push((Some(key.as_bytes().to_vec()), Some(value.as_bytes().to_vec())));
+        all.push((
+            Some(key.as_bytes().to_vec()),
+            Some(value.as_bytes().to_vec()),
+        ));
     }
     (all, poison)
 }
@@ -161,7 +171,10 @@ fn with_poison(valid: &[(String, String)], every: usize) -> (Vec<Raw>, Vec<Raw>)
 /// times: each poison record lands in the dead-letter topic exactly once.
 #[test]
 fn c08_poison_with_kill9_cycles_lands_once() {
-    let case = case("c08_poison_with_kill9_cycles_lands_once", Duration::from_secs(240));
+    let case = case(
+        "c08_poison_with_kill9_cycles_lands_once",
+        Duration::from_secs(240),
+    );
     let app = App::new("f08", 6);
     let events = workload(30_000, 300, 808);
     let (records, poison) = with_poison(&events, 40);
@@ -180,7 +193,10 @@ fn c08_poison_with_kill9_cycles_lands_once() {
         d.wait_ready(Duration::from_secs(90));
     }
     let fed = join_feeder(feeder);
-    case.step(format!("fed {fed} records, {} of them poison", poison.len()));
+    case.step(format!(
+        "fed {fed} records, {} of them poison",
+        poison.len()
+    ));
     check_everything(&case, &app, &events, &poison, d.http_port);
 }
 
@@ -188,7 +204,10 @@ fn c08_poison_with_kill9_cycles_lands_once() {
 /// committed and checkpointed everything, so nothing is restored from the changelog.
 #[test]
 fn c10_sigterm_restart_replays_nothing() {
-    let case = case("c10_sigterm_restart_replays_nothing", Duration::from_secs(180));
+    let case = case(
+        "c10_sigterm_restart_replays_nothing",
+        Duration::from_secs(180),
+    );
     let app = App::new("f10", 6);
     let events = workload(24_000, 400, 1010);
     let (first, second) = events.split_at(10_000);
@@ -200,7 +219,11 @@ fn c10_sigterm_restart_replays_nothing() {
     let check_restart = |d: &mut Daemon, what: &str| {
         let started = std::time::Instant::now();
         let status = d.terminate(Duration::from_secs(30));
-        assert!(status.success(), "exit 0 on SIGTERM ({what}): {status}; log:\n{}", log_tail(d, 40));
+        assert!(
+            status.success(),
+            "exit 0 on SIGTERM ({what}): {status}; log:\n{}",
+            log_tail(d, 40)
+        );
         let stopped = started.elapsed();
         let mut next = case.start(daemon(&app, "a"));
         next.wait_ready(Duration::from_secs(90));
@@ -209,7 +232,12 @@ fn c10_sigterm_restart_replays_nothing() {
         case.step(format!(
             "SIGTERM {what}: exit after {stopped:?}; restart restored {restored} records, rebuilt {rebuilt} stores"
         ));
-        assert_eq!(restored, 0.0, "nothing replayed after SIGTERM ({what}); log:\n{}", next.log());
+        assert_eq!(
+            restored,
+            0.0,
+            "nothing replayed after SIGTERM ({what}); log:\n{}",
+            next.log()
+        );
         assert_eq!(rebuilt, 0.0, "no store rebuilt after SIGTERM ({what})");
         next
     };

@@ -14,7 +14,10 @@ use crate::support::*;
 /// produce output twice (verify checks duplicates by source partition and offset).
 #[test]
 fn c05_instances_join_leave_and_a_paused_one_is_fenced() {
-    let case = case("c05_instances_join_leave_and_a_paused_one_is_fenced", Duration::from_secs(300));
+    let case = case(
+        "c05_instances_join_leave_and_a_paused_one_is_fenced",
+        Duration::from_secs(300),
+    );
     let app = App::new("f05", 6);
     let events = workload(45_000, 450, 505);
     let mut a = case.start(daemon(&app, "a"));
@@ -24,11 +27,15 @@ fn c05_instances_join_leave_and_a_paused_one_is_fenced() {
     let mut b = case.start(daemon(&app, "b"));
     std::thread::sleep(Duration::from_secs(3));
     let mut c = case.start(daemon(&app, "c"));
-    wait_until("all three instances own partitions", Duration::from_secs(90), || {
-        [&a, &b, &c]
-            .iter()
-            .all(|d| owned(d).is_some_and(|o| !o.is_empty()))
-    });
+    wait_until(
+        "all three instances own partitions",
+        Duration::from_secs(90),
+        || {
+            [&a, &b, &c]
+                .iter()
+                .all(|d| owned(d).is_some_and(|o| !o.is_empty()))
+        },
+    );
     case.step(format!(
         "three instances share the partitions: a {:?}, b {:?}, c {:?}",
         owned(&a).unwrap_or_default(),
@@ -51,7 +58,13 @@ fn c05_instances_join_leave_and_a_paused_one_is_fenced() {
     signal(b_pid, libc::SIGCONT);
     // The resumed instance must find itself fenced: its generation or producer epoch is
     // stale, so whatever it still had open is aborted, never committed.
-    let fenced_markers = ["lost: true", "lost=true", "commit failed", "fenced", "Fenced"];
+    let fenced_markers = [
+        "lost: true",
+        "lost=true",
+        "commit failed",
+        "fenced",
+        "Fenced",
+    ];
     let deadline = Instant::now() + Duration::from_secs(30);
     let evidence = loop {
         let log = b.log();
@@ -71,7 +84,11 @@ fn c05_instances_join_leave_and_a_paused_one_is_fenced() {
     case.step(format!("b resumed and was fenced: {evidence}"));
     std::thread::sleep(Duration::from_secs(3));
     let status = c.terminate(Duration::from_secs(45));
-    assert!(status.success(), "c leaves cleanly: {status}; log:\n{}", log_tail(&c, 60));
+    assert!(
+        status.success(),
+        "c leaves cleanly: {status}; log:\n{}",
+        log_tail(&c, 60)
+    );
     case.step("c left (SIGTERM)");
     let fed = join_feeder(feeder);
     case.step(format!("fed {fed} events"));
@@ -81,7 +98,11 @@ fn c05_instances_join_leave_and_a_paused_one_is_fenced() {
         log_tail(&b, 80)
     );
     let status = b.terminate(Duration::from_secs(45));
-    assert!(status.success(), "b leaves cleanly: {status}; log:\n{}", log_tail(&b, 80));
+    assert!(
+        status.success(),
+        "b leaves cleanly: {status}; log:\n{}",
+        log_tail(&b, 80)
+    );
     case.step("b left (SIGTERM)");
     wait_partitions_settled(&[&a], app.partitions, Duration::from_secs(90));
     check_everything(&case, &app, &events, &[], a.http_port);
@@ -101,7 +122,10 @@ struct Reads {
 /// value; anything else must be 503 (restoring / unavailable) or a 307 to the owner.
 #[test]
 fn c11_reads_during_rebalance_and_restore() {
-    let case = case("c11_reads_during_rebalance_and_restore", Duration::from_secs(300));
+    let case = case(
+        "c11_reads_during_rebalance_and_restore",
+        Duration::from_secs(300),
+    );
     let app = App::new("f11", 6);
     let events = workload(60_000, 12_000, 1111);
     let (expected, _) = model(&events);
@@ -111,7 +135,11 @@ fn c11_reads_during_rebalance_and_restore() {
     let got = await_committed(&app.output, events.len(), Duration::from_secs(180)).len();
     assert_eq!(got, events.len(), "load processed before the reads start");
     a.wait_ready(Duration::from_secs(60));
-    case.step(format!("{} events over {} keys processed by a", events.len(), expected.len()));
+    case.step(format!(
+        "{} events over {} keys processed by a",
+        events.len(),
+        expected.len()
+    ));
 
     let expected = Arc::new(expected);
     let ports = Arc::new(Mutex::new(vec![a.http_port]));
@@ -130,13 +158,18 @@ fn c11_reads_during_rebalance_and_restore() {
                         let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
                         let ok = v["helloCount"].as_u64() == Some(want.count)
                             && v["helloTotalCount"].as_u64() == Some(want.total)
-                            && v["mood"].as_str() == Some(if want.angry { "ANGRY" } else { "HAPPY" });
+                            && v["mood"].as_str()
+                                == Some(if want.angry { "ANGRY" } else { "HAPPY" });
                         if !ok {
-                            reads.wrong.push(format!("{key} via {port}: 200 {body}, want {want:?}"));
+                            reads
+                                .wrong
+                                .push(format!("{key} via {port}: 200 {body}, want {want:?}"));
                         }
                     }
                     503 | 307 => {}
-                    _ => reads.wrong.push(format!("{key} via {port}: {status} {body}")),
+                    _ => reads
+                        .wrong
+                        .push(format!("{key} via {port}: {status} {body}")),
                 }
             };
             while !stop.load(Ordering::Relaxed) {
@@ -160,12 +193,15 @@ fn c11_reads_during_rebalance_and_restore() {
                         .and_then(|(_, p)| p.parse::<u16>().ok());
                     match target {
                         Some(owner) => {
-                            if let Ok((status, body)) = http_get(owner, &format!("/v1/state/{key}")) {
+                            if let Ok((status, body)) = http_get(owner, &format!("/v1/state/{key}"))
+                            {
                                 reads.redirects_followed += 1;
                                 check(&mut reads, key, owner, status, &body);
                             }
                         }
-                        None => reads.wrong.push(format!("{key} via {port}: 307 without a usable location: {body}")),
+                        None => reads.wrong.push(format!(
+                            "{key} via {port}: 307 without a usable location: {body}"
+                        )),
                     }
                 }
             }
@@ -201,7 +237,10 @@ fn c11_reads_during_rebalance_and_restore() {
         "wiped b restored {restored} records and settled after {:?}",
         restore_seen.elapsed()
     ));
-    assert!(restored > 0.0, "the wiped instance restored from the changelog");
+    assert!(
+        restored > 0.0,
+        "the wiped instance restored from the changelog"
+    );
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     let reads = hammer.join().expect("hammer thread");
@@ -216,7 +255,13 @@ fn c11_reads_during_rebalance_and_restore() {
         reads.wrong.is_empty(),
         "{} wrong answers during the rebalance/restore, e.g.:\n{}",
         reads.wrong.len(),
-        reads.wrong.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+        reads
+            .wrong
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let ok = reads.by_status.get(&200).copied().unwrap_or(0);
     assert!(ok > 100, "the hammer got answers: {:?}", reads.by_status);

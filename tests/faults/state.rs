@@ -13,14 +13,28 @@ use crate::support::*;
 /// restarted instance serves the same state.
 #[test]
 fn c06_drill_after_changelog_compaction() {
-    let case = case("c06_drill_after_changelog_compaction", Duration::from_secs(300));
+    let case = case(
+        "c06_drill_after_changelog_compaction",
+        Duration::from_secs(300),
+    );
     let app = App::new("f06", 3);
     let events = workload(24_000, 40, 606);
     let rf = replication_factor().to_string();
     let mut create = Command::new(repo_root().join("bin/kafka-topics"));
     create
-        .args(["--bootstrap-server", &bootstrap(), "--create", "--topic", &app.changelog()])
-        .args(["--partitions", &app.partitions.to_string(), "--replication-factor", &rf])
+        .args([
+            "--bootstrap-server",
+            &bootstrap(),
+            "--create",
+            "--topic",
+            &app.changelog(),
+        ])
+        .args([
+            "--partitions",
+            &app.partitions.to_string(),
+            "--replication-factor",
+            &rf,
+        ])
         .args(["--config", "cleanup.policy=compact"])
         .args(["--config", "segment.ms=500"])
         .args(["--config", "min.cleanable.dirty.ratio=0.01"])
@@ -29,8 +43,15 @@ fn c06_drill_after_changelog_compaction() {
         create.args(["--config", "min.insync.replicas=2"]);
     }
     let (code, out, err) = run_bounded(&mut create, Duration::from_secs(90));
-    assert_eq!(code, Some(0), "bin/kafka-topics --create failed:\n{out}\n{err}");
-    case.step(format!("created {} (compact, segment.ms=500)", app.changelog()));
+    assert_eq!(
+        code,
+        Some(0),
+        "bin/kafka-topics --create failed:\n{out}\n{err}"
+    );
+    case.step(format!(
+        "created {} (compact, segment.ms=500)",
+        app.changelog()
+    ));
 
     let mut d = case.start(daemon(&app, "a"));
     d.wait_ready(Duration::from_secs(90));
@@ -72,7 +93,10 @@ fn c06_drill_after_changelog_compaction() {
 /// changelog (metric), does not crash-loop, and serves and processes exactly.
 #[test]
 fn c07_corrupt_local_state_is_rebuilt() {
-    let case = case("c07_corrupt_local_state_is_rebuilt", Duration::from_secs(240));
+    let case = case(
+        "c07_corrupt_local_state_is_rebuilt",
+        Duration::from_secs(240),
+    );
     let app = App::new("f07", 3);
     let events = workload(16_000, 600, 707);
     let (first, _) = events.split_at(10_000);
@@ -94,10 +118,17 @@ fn c07_corrupt_local_state_is_rebuilt() {
         store(0).display()
     );
     let len = std::fs::metadata(&sst[0]).unwrap().len();
-    let file = std::fs::OpenOptions::new().write(true).open(&sst[0]).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&sst[0])
+        .unwrap();
     file.set_len(len / 2).unwrap();
     drop(file);
-    case.step(format!("(a) truncated {} from {len} to {} bytes", sst[0].display(), len / 2));
+    case.step(format!(
+        "(a) truncated {} from {len} to {} bytes",
+        sst[0].display(),
+        len / 2
+    ));
     let current = store(1).join("CURRENT");
     assert!(current.exists(), "{} exists", current.display());
     std::fs::write(&current, b"MANIFEST-999999-garbage\n\x00\x01garbled").unwrap();
@@ -110,7 +141,9 @@ fn c07_corrupt_local_state_is_rebuilt() {
     let pid = pid_of(&d);
     let rebuilt = d.metric("hello_streams_stores_rebuilt_total");
     let restored = d.metric("hello_streams_restore_total");
-    case.step(format!("restarted: {rebuilt} stores rebuilt, {restored} records restored"));
+    case.step(format!(
+        "restarted: {rebuilt} stores rebuilt, {restored} records restored"
+    ));
     assert!(
         rebuilt >= 2.0,
         "both corrupted stores detected and rebuilt (metric {rebuilt}); log:\n{}",
@@ -119,7 +152,11 @@ fn c07_corrupt_local_state_is_rebuilt() {
     assert!(restored > 0.0, "state came back from the changelog");
     // No crash loop: the same process keeps running and serving.
     std::thread::sleep(Duration::from_secs(3));
-    assert!(alive(pid), "the daemon died after the rebuild; log:\n{}", log_tail(&d, 80));
+    assert!(
+        alive(pid),
+        "the daemon died after the rebuild; log:\n{}",
+        log_tail(&d, 80)
+    );
     verify_queries(d.http_port, first);
     case.step("the rebuilt stores answer the first batch exactly");
     // And the rebuilt state folds on correctly.
@@ -138,7 +175,10 @@ fn c07_corrupt_local_state_is_rebuilt() {
 /// and consumes nothing (the group has no committed offsets, no output was written).
 #[test]
 fn c09_unwritable_state_dir_fails_fast() {
-    let case = case("c09_unwritable_state_dir_fails_fast", Duration::from_secs(120));
+    let case = case(
+        "c09_unwritable_state_dir_fails_fast",
+        Duration::from_secs(120),
+    );
     let app = App::new("f09", 3);
     let events = workload(2_000, 50, 909);
     create_topic(&app.input, app.partitions, &[]);
@@ -148,14 +188,22 @@ fn c09_unwritable_state_dir_fails_fast() {
     // (1) The state directory's place is taken by a regular file.
     let file = app.state_root.join("a-file");
     std::fs::write(&file, "not a directory").unwrap();
-    let mut variants = vec![("a regular file in the way", file.clone(), file.join(&app.id))];
+    let mut variants = vec![(
+        "a regular file in the way",
+        file.clone(),
+        file.join(&app.id),
+    )];
     // (2) The application's directory exists but is immutable (root ignores permission
     // bits, not the immutable attribute).
     let locked = app.state_root.join("locked");
     std::fs::create_dir_all(locked.join(&app.id)).unwrap();
     let immutable = set_immutable(&locked.join(&app.id), true);
     if immutable {
-        variants.push(("an immutable directory", locked.clone(), locked.join(&app.id)));
+        variants.push((
+            "an immutable directory",
+            locked.clone(),
+            locked.join(&app.id),
+        ));
     } else {
         case.step("chattr +i not supported here; skipping the immutable-directory variant");
     }
@@ -165,7 +213,12 @@ fn c09_unwritable_state_dir_fails_fast() {
             command
                 .current_dir(&app.state_root)
                 .arg("run")
-                .args(["--bootstrap-servers", &bootstrap(), "--application-id", &app.id])
+                .args([
+                    "--bootstrap-servers",
+                    &bootstrap(),
+                    "--application-id",
+                    &app.id,
+                ])
                 .args(["--instance-id", "a"])
                 .arg("--state-dir")
                 .arg(state_dir)
@@ -174,16 +227,31 @@ fn c09_unwritable_state_dir_fails_fast() {
                 .args(["--set", &format!("topics.output={}", app.output)])
                 .args(["--set", &format!("topics.dlq={}", app.dlq)])
                 .args(["--set", &format!("topics.partitions={}", app.partitions)])
-                .args(["--set", &format!("topics.replication_factor={}", replication_factor())])
+                .args([
+                    "--set",
+                    &format!("topics.replication_factor={}", replication_factor()),
+                ])
                 .env_remove("RUST_LOG");
             let started = std::time::Instant::now();
             let (code, out, err) = run_bounded(&mut command, Duration::from_secs(30));
             let took = started.elapsed();
-            case.step(format!("{what}: exit {code:?} after {took:?}: {}", err.trim()));
-            assert!(code.is_some_and(|c| c != 0), "{what}: exit non-zero, got {code:?}\n{out}\n{err}");
-            assert!(took < Duration::from_secs(10), "{what}: fails fast, took {took:?}");
+            case.step(format!(
+                "{what}: exit {code:?} after {took:?}: {}",
+                err.trim()
+            ));
+            assert!(
+                code.is_some_and(|c| c != 0),
+                "{what}: exit non-zero, got {code:?}\n{out}\n{err}"
+            );
+            assert!(
+                took < Duration::from_secs(10),
+                "{what}: fails fast, took {took:?}"
+            );
             let path = named.display().to_string();
-            assert!(err.contains(&path), "{what}: the error names {path}:\n{err}");
+            assert!(
+                err.contains(&path),
+                "{what}: the error names {path}:\n{err}"
+            );
             case.verified(1);
         }
     });
@@ -202,7 +270,10 @@ fn c09_unwritable_state_dir_fails_fast() {
         !topic_exists(&app.output) || read_topic(&app.output, "read_uncommitted").is_empty(),
         "nothing was written to the output"
     );
-    case.step(format!("group {} has no committed offsets: {committed:?}", app.id));
+    case.step(format!(
+        "group {} has no committed offsets: {committed:?}",
+        app.id
+    ));
 
     // The same input is then processed exactly once by a working instance.
     let d = case.start(daemon(&app, "a"));
