@@ -836,38 +836,6 @@ impl Drop for BrokersBack {
 }
 
 // ---------------------------------------------------------------------------------------
-// The drill.
-
-/// Runs `hello-streams drill` on an instance's state directory; asserts exit 0 and
-/// "0 mismatches"; returns stdout.
-pub fn drill(app: &App, instance: &str, extra: &[&str]) -> String {
-    let mut command = Command::new(BIN);
-    command
-        .current_dir(&app.state_root)
-        .arg("drill")
-        .args([
-            "--bootstrap-servers",
-            &bootstrap(),
-            "--application-id",
-            &app.id,
-        ])
-        .arg("--state-dir")
-        .arg(app.state_dir(instance))
-        .args(["--set", &format!("topics.input={}", app.input)])
-        .args(["--set", &format!("topics.output={}", app.output)])
-        .args(["--set", &format!("topics.dlq={}", app.dlq)])
-        .args(extra)
-        .env_remove("RUST_LOG");
-    let (code, out, err) = run_bounded(&mut command, Duration::from_secs(120));
-    assert_eq!(code, Some(0), "drill {extra:?} failed:\n{out}\n{err}");
-    assert!(
-        out.contains(", 0 mismatches"),
-        "drill {extra:?}:\n{out}\n{err}"
-    );
-    out
-}
-
-// ---------------------------------------------------------------------------------------
 // Files.
 
 /// Files under `dir` whose names end with `suffix`, largest first.

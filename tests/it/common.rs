@@ -694,3 +694,40 @@ pub fn verify_queries(port: u16, events: &[(String, String)]) {
         );
     }
 }
+
+/// Runs `hello-streams drill` on an instance's state directory; asserts exit 0 and
+/// "0 mismatches"; returns stdout. Callers bound it: a fault case's watchdog ends it with
+/// the case.
+pub fn drill(app: &App, instance: &str, extra: &[&str]) -> String {
+    let output = std::process::Command::new(BIN)
+        .current_dir(&app.state_root)
+        .arg("drill")
+        .args([
+            "--bootstrap-servers",
+            &bootstrap(),
+            "--application-id",
+            &app.id,
+        ])
+        .arg("--state-dir")
+        .arg(app.state_dir(instance))
+        .args(["--set", &format!("topics.input={}", app.input)])
+        .args(["--set", &format!("topics.output={}", app.output)])
+        .args(["--set", &format!("topics.dlq={}", app.dlq)])
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run drill");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "drill {extra:?} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains(", 0 mismatches"),
+        "drill {extra:?}:\n{stdout}\n{stderr}"
+    );
+    stdout
+}

@@ -90,37 +90,14 @@ fn the_drill_rebuilds_every_store_with_no_mismatch() {
     daemon.wait_ready(Duration::from_secs(60));
     produce_events(&app.input, &events);
     verify(&app, &events, Duration::from_secs(90));
-    let drill = |extra: &[&str]| {
-        let output = std::process::Command::new(BIN)
-            .arg("drill")
-            .args([
-                "--bootstrap-servers",
-                &bootstrap(),
-                "--application-id",
-                &app.id,
-            ])
-            .arg("--state-dir")
-            .arg(app.state_dir("a"))
-            .args(extra)
-            .output()
-            .expect("run drill");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "drill {extra:?} failed: {stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(stdout.contains(", 0 mismatches"), "{stdout}");
-        stdout
-    };
     // While the instance runs: rebuild into scratch, the live store untouched.
     let scratch = tempfile::tempdir().unwrap();
-    let report = drill(&["--scratch", scratch.path().to_str().unwrap()]);
+    let report = drill(&app, "a", &["--scratch", scratch.path().to_str().unwrap()]);
     println!("{report}");
     let status = daemon.terminate(Duration::from_secs(30));
     assert!(status.success());
     // Stopped: wipe and replay in place, then the instance serves the same state.
-    println!("{}", drill(&[]));
+    println!("{}", drill(&app, "a", &[]));
     let mut daemon = app.daemon("a").start();
     daemon.wait_ready(Duration::from_secs(60));
     verify_queries(daemon.http_port, &events);
