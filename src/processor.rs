@@ -173,6 +173,8 @@ struct Engine {
     sink: Sink,
     tasks: BTreeMap<i32, Task>,
     restoring: HashMap<i32, Restoring>,
+    /// Restore threads whose result is in; they are still closing their changelog reader.
+    finishing: Vec<JoinHandle<()>>,
     restored_tx: mpsc::Sender<Restored>,
     local: Arc<LocalState>,
     metrics: Arc<Metrics>,
@@ -231,6 +233,7 @@ impl Engine {
             sink,
             tasks: BTreeMap::new(),
             restoring: HashMap::new(),
+            finishing: Vec::new(),
             restored_tx,
             local: setup.local,
             metrics: setup.metrics,
@@ -525,11 +528,24 @@ impl Engine {
         Ok(())
     }
 
+    fn reap_finished_restores(&mut self) {
+        let (done, running) = std::mem::take(&mut self.finishing)
+            .into_iter()
+            .partition(|thread| thread.is_finished());
+        self.finishing = running;
+        for thread in done {
+            let _ = thread.join();
+        }
+    }
+
     fn activate(&mut self, consumer: &GroupConsumer, done: Restored) -> Result<(), ProcessorError> {
         let Some(restoring) = self.restoring.remove(&done.partition) else {
             return Ok(()); // revoked while restoring
         };
-        let _ = restoring.thread.join();
+        // Not joined here: closing the thread's reader takes librdkafka ~100 ms, which
+        // would delay this partition's activation (and every later one).
+        self.finishing.push(restoring.thread);
+        self.reap_finished_restores();
         let (store, committed, report) = done.result.map_err(|source| ProcessorError::Restore {
             partition: done.partition,
             source,
@@ -569,6 +585,9 @@ impl Engine {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = restoring.thread.join();
         }
+        for thread in self.finishing.drain(..) {
+            let _ = thread.join();
+        }
         for (partition, task) in std::mem::take(&mut self.tasks) {
             self.local.remove(partition);
             if let Err(error) = task.store().flush() {
@@ -606,21 +625,29 @@ struct RestoreJob {
 
 impl RestoreJob {
     fn run(self) {
-        let result = self.restore();
+        // The reader is created first, so it connects while the store opens.
+        let (result, restorer) =
+            match Restorer::new(&reader_config(&self.config), &self.config.topics.changelog) {
+                Ok(restorer) => (self.restore(&restorer), Some(restorer)),
+                Err(error) => (Err(error.into()), None),
+            };
         let _ = self.done.send(Restored {
             partition: self.partition,
             result,
         });
+        // Only now: destroying a librdkafka client takes ~100 ms.
+        drop(restorer);
     }
 
-    fn restore(&self) -> Result<(Store, Offset, RestoreReport), RestoreError> {
+    fn restore(&self, restorer: &Restorer) -> Result<(Store, Offset, RestoreReport), RestoreError> {
         let path = partition_dir(
             &self.config.state_dir,
             &self.config.application_id,
             self.partition,
         );
+        let started = Instant::now();
         let mut store = self.open_or_rebuild(&path)?;
-        let restorer = Restorer::new(&reader_config(&self.config), &self.config.topics.changelog)?;
+        let opened = started.elapsed();
         let mut report =
             match restorer.restore(&store, self.partition, &self.progress, &self.cancel) {
                 Err(RestoreError::CheckpointAhead {
@@ -640,6 +667,7 @@ impl RestoreJob {
                 }
                 other => other?,
             };
+        let caught_up = started.elapsed();
         // The committed offset must be read with require_stable (librdkafka does so under
         // read_committed): it waits for a previous owner's pending transaction to finish.
         // That transaction may have added changelog records, so catch up once more after it.
@@ -656,7 +684,16 @@ impl RestoreJob {
             Offset::Offset(o) => Offset::Offset(o),
             _ => Offset::Beginning,
         };
+        let stable = started.elapsed();
         let tail = restorer.restore(&store, self.partition, &self.progress, &self.cancel)?;
+        tracing::debug!(
+            partition = self.partition,
+            opened = ?opened,
+            caught_up = ?caught_up,
+            stable = ?stable,
+            done = ?started.elapsed(),
+            "restore timeline"
+        );
         report.records += tail.records;
         report.checkpoint = tail.checkpoint;
         Ok((store, committed, report))

@@ -191,13 +191,16 @@ impl Producer {
             // librdkafka asks for the producer id as soon as a broker connection is up and
             // otherwise retries on a 500 ms timer; at start there is no connection yet, so
             // every (re)start paid half a second. A metadata request opens one first.
+            let started = std::time::Instant::now();
             let _ = inner.client().fetch_metadata(None, timeout);
-            inner
-                .init_transactions(timeout)
-                .map_err(|source| ProducerError::InitTransactions {
+            let connected = started.elapsed();
+            init_transactions(&inner, timeout).map_err(|source| {
+                ProducerError::InitTransactions {
                     id: id.clone(),
                     source,
-                })?;
+                }
+            })?;
+            tracing::debug!(?connected, ready = ?started.elapsed(), "transactions initialised");
         }
         Ok(Producer {
             inner,
@@ -334,6 +337,28 @@ impl Producer {
     pub fn close(&self) {
         if let Err(error) = self.inner.flush(self.timeout) {
             tracing::warn!(%error, "producer flush on close failed");
+        }
+    }
+}
+
+/// `init_transactions` in short slices. When a crashed incarnation left a transaction open,
+/// the broker answers the first InitProducerId with CONCURRENT_TRANSACTIONS while it aborts
+/// that transaction (a few ms), and librdkafka only asks again after a fixed 500 ms. Calling
+/// `init_transactions` again after a timeout is allowed and restarts the request at once, so a
+/// restart after kill -9 waits for the abort, not for the timer.
+fn init_transactions(
+    producer: &ThreadedProducer<DeliveryTracker>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    const SLICE: Duration = Duration::from_millis(25);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match producer.init_transactions(SLICE.min(left)) {
+            // A timed-out slice reports the last InitProducerId error (e.g. the
+            // CONCURRENT_TRANSACTIONS above) as retriable.
+            Err(KafkaError::Transaction(ref e)) if e.is_retriable() && !left.is_zero() => {}
+            other => return other,
         }
     }
 }
