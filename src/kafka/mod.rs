@@ -20,7 +20,12 @@ pub fn client_config<'a>(
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.kafka.bootstrap_servers)
-        .set("client.id", format!("{}-client", config.application_id));
+        .set("client.id", format!("{}-client", config.application_id))
+        // librdkafka spaces connection attempts by half of reconnect.backoff.ms (100 ms), and
+        // a new client's first request to a broker learned from the bootstrap metadata waited
+        // that out: ~50 ms on every start, for the producer, the group join and each restore
+        // reader. Backoff still grows exponentially up to reconnect.backoff.max.ms.
+        .set("reconnect.backoff.ms", "10");
     for (key, value) in overrides {
         client.set(key, value);
     }
