@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -68,9 +68,13 @@ pub struct Setup {
 /// Runs the stream thread until shutdown. Returns after the final commit.
 pub fn run(setup: Setup, shutdown: Shutdown) -> Result<(), ProcessorError> {
     let (restored_tx, restored_rx) = mpsc::channel();
+    // Joining the group and the producer's init_transactions are each a few round trips;
+    // librdkafka joins in the background, so subscribing first runs them side by side.
+    let hooks = Arc::new(Hooks::default());
+    let consumer = consumer::create(&setup.config, hooks.clone())?;
+    consumer.subscribe(&[&setup.config.topics.input])?;
     let engine = Arc::new(Mutex::new(Engine::new(setup, restored_tx)?));
-    let consumer = consumer::create(&lock(&engine).config, Arc::new(Hooks(engine.clone())))?;
-    consumer.subscribe(&[&lock(&engine).config.topics.input])?;
+    let _ = hooks.0.set(engine.clone());
     lock(&engine).local.set_running(true);
     let result = poll_loop(&engine, &consumer, &restored_rx, &shutdown);
     let closed = lock(&engine).close(&consumer);
@@ -138,18 +142,24 @@ fn poll_loop(
     Ok(())
 }
 
-struct Hooks(Arc<Mutex<Engine>>);
+/// The rebalance callbacks' way to the engine, which is built after the consumer subscribed.
+/// librdkafka runs the callbacks only inside `poll`, and the first poll comes after the engine
+/// is set.
+#[derive(Default)]
+struct Hooks(OnceLock<Arc<Mutex<Engine>>>);
 
 impl Rebalancer for Hooks {
     fn revoke(&self, consumer: &GroupConsumer, partitions: &[i32], lost: bool) {
-        let mut engine = lock(&self.0);
+        let Some(engine) = self.0.get() else { return };
+        let mut engine = lock(engine);
         if let Err(error) = engine.revoke(consumer, partitions, lost) {
             engine.failed.get_or_insert(error);
         }
     }
 
     fn assign(&self, consumer: &GroupConsumer, partitions: &[i32]) {
-        let mut engine = lock(&self.0);
+        let Some(engine) = self.0.get() else { return };
+        let mut engine = lock(engine);
         if let Err(error) = engine.assign(consumer, partitions) {
             engine.failed.get_or_insert(error);
         }
