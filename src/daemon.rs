@@ -107,7 +107,10 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 }
 
 async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonError> {
-    let layout = admin::ensure_topics(&config).await?;
+    let admin = admin::client(&config)?;
+    let layout = admin::ensure_topics(&admin, &config).await?;
+    // Dropping the admin client takes up to 100 ms; every restart would wait for it.
+    let admin_closer = std::thread::spawn(move || drop(admin));
     let bind = |what, addr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -197,6 +200,7 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
         }
     }
     let _ = owners_reader.join();
+    let _ = admin_closer.join();
     match result {
         Ok(Ok(())) => {
             tracing::info!("hello-streams stopped cleanly");

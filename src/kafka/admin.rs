@@ -46,12 +46,18 @@ struct Wanted<'a> {
     compacted: bool,
 }
 
-pub async fn ensure_topics(config: &Config) -> Result<Layout, AdminError> {
-    let admin: AdminClient<DefaultClientContext> =
-        super::client_config(config, &config.kafka.consumer).create()?;
+pub type Admin = AdminClient<DefaultClientContext>;
+
+/// The admin client. Dropping it waits for its polling thread (up to 100 ms), so callers on
+/// a latency-sensitive path drop it elsewhere.
+pub fn client(config: &Config) -> Result<Admin, KafkaError> {
+    super::client_config(config, &config.kafka.consumer).create()
+}
+
+pub async fn ensure_topics(admin: &Admin, config: &Config) -> Result<Layout, AdminError> {
     let t = &config.topics;
     // The changelog follows the input's partition count when the input already exists.
-    let existing_input = partition_count(&admin, &t.input)?;
+    let existing_input = partition_count(admin, &t.input)?;
     let p = existing_input.unwrap_or(t.partitions);
     let wanted = [
         Wanted {
@@ -82,10 +88,10 @@ pub async fn ensure_topics(config: &Config) -> Result<Layout, AdminError> {
     ];
     let mut counts = Vec::with_capacity(wanted.len());
     for topic in &wanted {
-        let count = match partition_count(&admin, topic.name)? {
+        let count = match partition_count(admin, topic.name)? {
             Some(count) => count,
             None if t.create || topic.name == t.changelog || topic.name == t.owners => {
-                create(&admin, topic, t.replication_factor).await?;
+                create(admin, topic, t.replication_factor).await?;
                 topic.partitions
             }
             None => {
