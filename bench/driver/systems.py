@@ -214,7 +214,8 @@ class HelloStreams(SystemUnderTest):
                     f"{m.get('hello_streams_active_tasks', 0):.0f} active and "
                     f"{m.get('hello_streams_restoring_tasks', 0):.0f} restoring partitions, "
                     f"{m.get('hello_streams_restore_total', 0):,.0f} records restored")
-            time.sleep(0.05)
+            # Kafka Streams' readiness is a stdout line seen at once; poll often enough to be as exact.
+            time.sleep(0.005)
         raise RuntimeError(f"{self.name} not ready within {timeout:.0f}s; log:\n{proc.log_tail()}")
 
 
