@@ -109,7 +109,14 @@ fn poll_loop(
         // there is little to poll (they are paused): poll briefly so activation is prompt.
         let most = Duration::from_millis(if restoring { 5 } else { 50 });
         let mut timeout = wait.min(most);
-        for _ in 0..MAX_BATCH {
+        for n in 0..MAX_BATCH {
+            // Partitions that finished restoring start at once, not after a full batch of
+            // the ones already running.
+            if restoring && n % 256 == 255 {
+                while let Ok(done) = restored.try_recv() {
+                    lock(engine).activate(consumer, done)?;
+                }
+            }
             // The engine is locked per record, never across `poll`: poll may run the
             // rebalance callbacks, which lock it too.
             let Some(next) = consumer.poll(timeout) else {
