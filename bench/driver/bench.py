@@ -367,7 +367,8 @@ def main() -> int:
     ap.add_argument("--systems", default="hs,ks", help="comma-separated, in run order: hs (hello-streams), ks (Kafka Streams)")
     ap.add_argument("--rounds", type=int, default=1, help="runs per system, alternating (default 1)")
     ap.add_argument("--events", type=int, default=1_000_000, help="preloaded events for the throughput phase")
-    ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--keys", type=int, default=1_000_000,
+                    help="the issue states its recovery target at 1,000,000 keys")
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--latency-rate", type=int, default=5_000, help="events/s of the latency phase (0 skips it)")
     ap.add_argument("--latency-seconds", type=int, default=10)
