@@ -273,8 +273,7 @@ impl Producer {
         group: Option<&ConsumerGroupMetadata>,
     ) -> Result<(), CommitError> {
         if !self.is_transactional() {
-            self.inner
-                .flush(self.timeout)
+            self.wait_delivered()
                 .map_err(|e| CommitError::Delivery(e.to_string()))?;
             return match self.tracker.failure() {
                 Some(failure) => Err(CommitError::Delivery(failure)),
@@ -290,7 +289,29 @@ impl Producer {
             };
             self.retry(|p| p.send_offsets_to_transaction(offsets, group, self.timeout))?;
         }
+        // commit_transaction flushes through rdkafka's flush first (below); with nothing left
+        // in flight that returns at once. A timeout here is left to commit_transaction.
+        let _ = self.wait_delivered();
         self.retry(|p| p.commit_transaction(self.timeout))
+    }
+
+    /// Waits until every queued record is delivered and its report handled. rdkafka's own
+    /// `flush` (also called by its `commit_transaction`) waits in 100 ms `poll` slices that
+    /// always run to their end, so a commit with records still in flight took >= 100 ms: one
+    /// commit in six at 5,000 events/s, which put end-to-end p50 at ~90 ms and p90 at ~200 ms.
+    /// librdkafka's own flush, while the producer's polling thread serves the delivery
+    /// reports, returns as soon as the last one is handled.
+    fn wait_delivered(&self) -> Result<(), KafkaError> {
+        let timeout_ms = i32::try_from(self.timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: the handle is owned by `self.inner` and outlives the call; rd_kafka_flush is
+        // thread-safe, and with event-based delivery reports it only waits on a counter.
+        let error = unsafe {
+            rdkafka::bindings::rd_kafka_flush(self.inner.client().native_ptr(), timeout_ms)
+        };
+        match error {
+            rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => Ok(()),
+            other => Err(KafkaError::Flush(other.into())),
+        }
     }
 
     /// Retries a retriable transactional call a few times, then classifies the failure.
@@ -335,7 +356,7 @@ impl Producer {
 
     /// Flushes outstanding records before the producer is dropped.
     pub fn close(&self) {
-        if let Err(error) = self.inner.flush(self.timeout) {
+        if let Err(error) = self.wait_delivered() {
             tracing::warn!(%error, "producer flush on close failed");
         }
     }
