@@ -17,6 +17,16 @@ from pathlib import Path
 
 from progress import say
 
+# A driver killed mid-run (SIGKILL, a closed terminal) must not leave a system running:
+# setpriv (util-linux) makes the kernel send it SIGTERM when the driver's thread that started
+# it dies. Both systems go through it, so they pay the same few microseconds of exec.
+_SETPRIV = shutil.which("setpriv")
+
+
+def tied_to_driver(cmd: list[str]) -> list[str]:
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *cmd] if _SETPRIV else cmd
+
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -164,7 +174,7 @@ class HelloStreams(SystemUnderTest):
         env = {k: v for k, v in os.environ.items() if k != "RUST_LOG" and not k.startswith("HELLO_STREAMS__")}
         log = open(log_path, "ab")
         started = time.monotonic()
-        popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+        popen = subprocess.Popen(tied_to_driver(cmd), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                  cwd=state_dir.parent)
         log.close()
         return Proc(popen, log_path, started, http_port=http)
@@ -247,7 +257,7 @@ class KafkaStreamsReference(SystemUnderTest):
                "--dlq", topics["dlq"], "--state-dir", str(state_dir), "--threads", str(self.threads),
                "--log-file", str(log_path), "--log-level", self.log_level]
         started = time.monotonic()
-        popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        popen = subprocess.Popen(tied_to_driver(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True, bufsize=1, cwd=state_dir.parent)
         proc = Proc(popen, log_path, started)
 

@@ -7,6 +7,7 @@
 //! consumer receives it. CPU seconds and peak RSS come from /proc for the daemon's pid.
 //! Everything is on 127.0.0.1 and bounded by --timeout-secs.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -283,7 +284,18 @@ fn start_daemon(
 ) -> std::io::Result<Child> {
     let log = std::fs::File::create(state.join("daemon.log"))?;
     println!("daemon log: {}", state.join("daemon.log").display());
-    Command::new(bin)
+    let mut command = Command::new(bin);
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
+    // async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            // A bench killed before it could stop its daemon (SIGKILL, a closed terminal) must
+            // not leave the daemon running: it gets SIGTERM when the bench's thread dies.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    command
         .arg("run")
         .args([
             "--bootstrap-servers",
