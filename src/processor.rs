@@ -98,9 +98,7 @@ fn poll_loop(
 ) -> Result<(), ProcessorError> {
     const MAX_BATCH: usize = 5_000;
     while !shutdown.is_triggered() {
-        while let Ok(done) = restored.try_recv() {
-            lock(engine).activate(consumer, done)?;
-        }
+        activate_restored(engine, consumer, restored)?;
         let (wait, restoring) = {
             let engine = lock(engine);
             (engine.time_to_next_deadline(), !engine.restoring.is_empty())
@@ -113,9 +111,7 @@ fn poll_loop(
             // Partitions that finished restoring start at once, not after a full batch of
             // the ones already running.
             if restoring && n % 256 == 255 {
-                while let Ok(done) = restored.try_recv() {
-                    lock(engine).activate(consumer, done)?;
-                }
+                activate_restored(engine, consumer, restored)?;
             }
             // The engine is locked per record, never across `poll`: poll may run the
             // rebalance callbacks, which lock it too.
@@ -145,6 +141,17 @@ fn poll_loop(
         if let Some(error) = engine.failed.take() {
             return Err(error);
         }
+    }
+    Ok(())
+}
+
+fn activate_restored(
+    engine: &Mutex<Engine>,
+    consumer: &GroupConsumer,
+    restored: &mpsc::Receiver<Restored>,
+) -> Result<(), ProcessorError> {
+    while let Ok(done) = restored.try_recv() {
+        lock(engine).activate(consumer, done)?;
     }
     Ok(())
 }

@@ -91,13 +91,17 @@ fn shared_write_buffers() -> &'static WriteBufferManager {
         .get_or_init(|| WriteBufferManager::new_write_buffer_manager(MEMTABLE_BUDGET_BYTES, false))
 }
 
+/// Applied through RocksDB's options string (see `options`); a unit test checks it parses, so
+/// the fallback to defaults never happens silently.
+const RECOVERY_OPTIONS: &str = "avoid_flush_during_recovery=true";
+
 fn options() -> Options {
     // After a crash, open replays the WAL into memtables and by default flushes them to new
     // SSTs before returning, which made reopening after kill -9 take ~0.1-0.2 s per store.
     // Keeping them as memtables (the WAL stays until the next flush) makes recovery cheap.
     // The rocksdb crate has no setter for this option; the string form is RocksDB's own.
     let mut options = Options::default()
-        .get_options_from_string("avoid_flush_during_recovery=true")
+        .get_options_from_string(RECOVERY_OPTIONS)
         .unwrap_or_default();
     options.create_if_missing(true);
     // Small memtables: state is tiny per key and RSS matters more than write amplification.
@@ -333,6 +337,13 @@ pub fn partition_dir(state_dir: &Path, application_id: &str, partition: i32) -> 
 mod tests {
     use super::*;
     use crate::domain::Mood;
+
+    #[test]
+    fn recovery_options_string_parses() {
+        assert!(Options::default()
+            .get_options_from_string(RECOVERY_OPTIONS)
+            .is_ok());
+    }
 
     fn state(count: u64) -> HelloState {
         HelloState {

@@ -209,29 +209,8 @@ fn c09_unwritable_state_dir_fails_fast() {
     }
     let result = std::panic::catch_unwind(|| {
         for (what, state_dir, named) in &variants {
-            let mut command = Command::new(BIN);
-            command
-                .current_dir(&app.state_root)
-                .arg("run")
-                .args([
-                    "--bootstrap-servers",
-                    &bootstrap(),
-                    "--application-id",
-                    &app.id,
-                ])
-                .args(["--instance-id", "a"])
-                .arg("--state-dir")
-                .arg(state_dir)
-                .args(["--http-addr", "127.0.0.1:0", "--resp-addr", "127.0.0.1:0"])
-                .args(["--set", &format!("topics.input={}", app.input)])
-                .args(["--set", &format!("topics.output={}", app.output)])
-                .args(["--set", &format!("topics.dlq={}", app.dlq)])
-                .args(["--set", &format!("topics.partitions={}", app.partitions)])
-                .args([
-                    "--set",
-                    &format!("topics.replication_factor={}", replication_factor()),
-                ])
-                .env_remove("RUST_LOG");
+            let mut command = daemon_command(BIN, &app, "a", state_dir);
+            command.args(["--http-addr", "127.0.0.1:0", "--resp-addr", "127.0.0.1:0"]);
             let started = std::time::Instant::now();
             let (code, out, err) = run_bounded(&mut command, Duration::from_secs(30));
             let took = started.elapsed();

@@ -332,15 +332,10 @@ pub struct Hooked {
     pub log_path: PathBuf,
 }
 
-pub fn start_hooked(app: &App, instance: &str, fault: &str) -> Hooked {
-    let bin = std::env::var("FAULTS_HOOKED_BIN").unwrap_or_else(|_| BIN.to_owned());
-    let http_port = free_port();
-    let resp_port = free_port();
-    let log_path = app
-        .state_root
-        .join(format!("{instance}-{}-hooked.log", unique("run")));
-    let log = std::fs::File::create(&log_path).expect("daemon log file");
-    let mut command = Command::new(&bin);
+/// `hello-streams run` for `app` as `instance` on the cluster under test, with the app's
+/// topics; callers add addresses, extra settings and where the output goes.
+pub fn daemon_command(bin: &str, app: &App, instance: &str, state_dir: &Path) -> Command {
+    let mut command = Command::new(bin);
     command
         .current_dir(&app.state_root)
         .arg("run")
@@ -352,23 +347,35 @@ pub fn start_hooked(app: &App, instance: &str, fault: &str) -> Hooked {
         ])
         .args(["--instance-id", instance])
         .arg("--state-dir")
-        .arg(app.state_dir(instance))
-        .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
-        .args(["--resp-addr", &format!("127.0.0.1:{resp_port}")]);
+        .arg(state_dir)
+        .env_remove("RUST_LOG");
     for set in [
         format!("topics.input={}", app.input),
         format!("topics.output={}", app.output),
         format!("topics.dlq={}", app.dlq),
         format!("topics.partitions={}", app.partitions),
         format!("topics.replication_factor={}", replication_factor()),
-        "kafka.session_timeout_ms=6000".to_owned(),
-        "log.filter=info".to_owned(),
     ] {
         command.arg("--set").arg(set);
     }
     command
+}
+
+pub fn start_hooked(app: &App, instance: &str, fault: &str) -> Hooked {
+    let bin = std::env::var("FAULTS_HOOKED_BIN").unwrap_or_else(|_| BIN.to_owned());
+    let http_port = free_port();
+    let resp_port = free_port();
+    let log_path = app
+        .state_root
+        .join(format!("{instance}-{}-hooked.log", unique("run")));
+    let log = std::fs::File::create(&log_path).expect("daemon log file");
+    let mut command = daemon_command(&bin, app, instance, &app.state_dir(instance));
+    command
+        .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+        .args(["--resp-addr", &format!("127.0.0.1:{resp_port}")])
+        .args(["--set", "kafka.session_timeout_ms=6000"])
+        .args(["--set", "log.filter=info"])
         .env("HELLO_STREAMS_FAULT", fault)
-        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log handle"))
         .stderr(log);
