@@ -400,6 +400,7 @@ impl Engine {
             }
         }
         self.metrics.commit_took(started.elapsed());
+        tracing::debug!(took = ?started.elapsed(), open_for = ?self.txn_started.elapsed(), "transaction committed");
         Ok(())
     }
 
@@ -706,7 +707,17 @@ impl RestoreJob {
             .unwrap_or(Offset::Invalid);
         let committed = match committed {
             Offset::Offset(o) => Offset::Offset(o),
-            _ => Offset::Beginning,
+            // Seeking to the logical BEGINNING and resuming right after made librdkafka drop
+            // its own offset lookup as outdated and retry it on a 500 ms timer: every fresh
+            // start processed nothing for half a second. An absolute offset needs no lookup.
+            _ => {
+                let (low, _) = restorer.consumer().fetch_watermarks(
+                    &self.config.topics.input,
+                    self.partition,
+                    KAFKA_TIMEOUT,
+                )?;
+                Offset::Offset(low)
+            }
         };
         let stable = started.elapsed();
         let tail = restorer.restore(&store, self.partition, &self.progress, &self.cancel)?;
