@@ -617,7 +617,7 @@ impl Data {
             local.set_active(p as i32, store.clone());
         }
         local.set_running(true);
-        local.set_joined();
+        local.set_joined(0);
         for (i, k) in self.keys.iter().enumerate() {
             match local.lookup(k.as_bytes()) {
                 Lookup::Found(s) => assert_eq!(s, self.states[i]),

@@ -97,6 +97,7 @@ pub struct RawApp {
     pub state_dir: PathBuf,
     pub processing_guarantee: Guarantee,
     pub commit_interval_ms: u64,
+    pub stream_threads: u64,
     pub reset_interval_ms: u64,
     pub max_value_bytes: u64,
     pub dlq_max_value_bytes: u64,
@@ -110,6 +111,7 @@ impl Default for RawApp {
             state_dir: PathBuf::from("state"),
             processing_guarantee: Guarantee::ExactlyOnce,
             commit_interval_ms: 100,
+            stream_threads: 1,
             reset_interval_ms: 0,
             max_value_bytes: 65536,
             dlq_max_value_bytes: 16384,
@@ -232,6 +234,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub guarantee: Guarantee,
     pub commit_interval: Duration,
+    /// Stream threads of this instance, each its own group member with its own
+    /// transactional producer (Kafka Streams' `num.stream.threads`).
+    pub stream_threads: usize,
     pub reset_interval: Option<Duration>,
     pub max_value_bytes: usize,
     pub dlq_max_value_bytes: usize,
@@ -419,6 +424,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
     let commit_interval_ms = in_range("app.commit_interval_ms", app.commit_interval_ms, 1, 60_000)?;
+    // Bounded by the readiness bitmask in LocalState; more threads than partitions idle.
+    let stream_threads = in_range("app.stream_threads", app.stream_threads, 1, 64)?;
     let reset_interval = match app.reset_interval_ms {
         0 => None,
         ms => Some(Duration::from_millis(in_range(
@@ -528,6 +535,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         state_dir: app.state_dir,
         guarantee: app.processing_guarantee,
         commit_interval: Duration::from_millis(commit_interval_ms),
+        stream_threads: stream_threads as usize,
         reset_interval,
         max_value_bytes: max_value_bytes as usize,
         dlq_max_value_bytes: dlq_max_value_bytes as usize,
@@ -663,6 +671,13 @@ mod tests {
         assert!(
             range.contains("app.commit_interval_ms") && range.contains("from 1"),
             "{range}"
+        );
+        let threads = load_with(None, &[], &["app.stream_threads=0"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            threads.contains("app.stream_threads") && threads.contains("from 1 to 64"),
+            "{threads}"
         );
         let syntax = load_with(Some("[app\n"), &[], &[]).unwrap_err().to_string();
         assert!(syntax.contains("line 1"), "{syntax}");

@@ -168,24 +168,34 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
     };
     let resp_task = tokio::spawn(query::resp::serve(resp, state, limits, trigger.subscribe()));
 
-    let setup = Setup {
-        config: config.clone(),
-        layout,
-        instance_id,
-        local,
-        metrics,
-        announcer: Some(Announcer::new(&config, me)?),
-    };
-    let stream_shutdown = trigger.subscribe();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let stream_thread = std::thread::Builder::new()
-        .name("stream-thread".into())
-        .spawn(move || {
-            let result = processor::run(setup, stream_shutdown);
-            let _ = done_tx.send(());
-            result
-        })
-        .map_err(DaemonError::Runtime)?;
+    let announcer = Arc::new(Announcer::new(&config, me)?);
+    // Any stream thread that ends on its own (an error) stops the whole instance, like an
+    // uncaught exception in a Kafka Streams thread with the default SHUTDOWN_CLIENT handler.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut stream_threads = Vec::with_capacity(config.stream_threads);
+    for thread in 0..config.stream_threads {
+        let setup = Setup {
+            config: config.clone(),
+            layout,
+            instance_id: instance_id.clone(),
+            thread,
+            local: local.clone(),
+            metrics: metrics.clone(),
+            announcer: Some(announcer.clone()),
+        };
+        let stream_shutdown = trigger.subscribe();
+        let done_tx = done_tx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("stream-thread-{}", thread + 1))
+            .spawn(move || {
+                let result = processor::run(setup, stream_shutdown);
+                let _ = done_tx.send(());
+                result
+            })
+            .map_err(DaemonError::Runtime)?;
+        stream_threads.push(handle);
+    }
+    drop(done_tx);
 
     tokio::select! {
         _ = wait_for_signal() => {
@@ -197,14 +207,19 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
                 std::process::exit(130);
             });
         }
-        _ = done_rx => {
+        _ = done_rx.recv() => {
             // The stream thread ended on its own (an error); stop the servers too.
             trigger.fire();
         }
     }
-    let result = tokio::task::spawn_blocking(move || stream_thread.join())
-        .await
-        .map_err(|_| DaemonError::Panicked)?;
+    let results = tokio::task::spawn_blocking(move || {
+        stream_threads
+            .into_iter()
+            .map(|t| t.join())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|_| DaemonError::Panicked)?;
     trigger.fire();
     for task in [http_task, resp_task] {
         match task.await {
@@ -215,14 +230,16 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
     }
     let _ = owners_reader.join();
     let _ = admin_closer.join();
-    match result {
-        Ok(Ok(())) => {
-            tracing::info!("hello-streams stopped cleanly");
-            Ok(())
+    // The first failure is the cause; threads stopped by it end cleanly or with its echo.
+    for result in results {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error.into()),
+            Err(_) => return Err(DaemonError::Panicked),
         }
-        Ok(Err(error)) => Err(error.into()),
-        Err(_) => Err(DaemonError::Panicked),
     }
+    tracing::info!("hello-streams stopped cleanly");
+    Ok(())
 }
 
 async fn wait_for_signal() {

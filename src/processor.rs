@@ -60,9 +60,11 @@ pub struct Setup {
     pub config: Arc<Config>,
     pub layout: Layout,
     pub instance_id: String,
+    /// Which of the instance's stream threads this is, from 0.
+    pub thread: usize,
     pub local: Arc<LocalState>,
     pub metrics: Arc<Metrics>,
-    pub announcer: Option<Announcer>,
+    pub announcer: Option<Arc<Announcer>>,
 }
 
 /// Runs the stream thread until shutdown. Returns after the final commit.
@@ -194,6 +196,7 @@ struct Restoring {
 struct Engine {
     config: Arc<Config>,
     instance_id: String,
+    thread: usize,
     sink: Sink,
     tasks: BTreeMap<i32, Task>,
     restoring: HashMap<i32, Restoring>,
@@ -202,7 +205,7 @@ struct Engine {
     restored_tx: mpsc::Sender<Restored>,
     local: Arc<LocalState>,
     metrics: Arc<Metrics>,
-    announcer: Option<Announcer>,
+    announcer: Option<Arc<Announcer>>,
     /// The query cache budget (`query.cache_max_entries`) split over the input partitions.
     cache_entries_per_store: usize,
     in_txn: bool,
@@ -212,9 +215,13 @@ struct Engine {
     failed: Option<ProcessorError>,
 }
 
-fn transactional_id(config: &Config, instance_id: &str) -> Option<String> {
-    (config.guarantee == Guarantee::ExactlyOnce)
-        .then(|| format!("{}-{}", config.application_id, instance_id))
+/// One per stream thread, stable across restarts so a restarted thread fences its previous
+/// incarnation at once. Thread 0 keeps the id of a single-threaded instance.
+fn transactional_id(config: &Config, instance_id: &str, thread: usize) -> Option<String> {
+    (config.guarantee == Guarantee::ExactlyOnce).then(|| match thread {
+        0 => format!("{}-{}", config.application_id, instance_id),
+        t => format!("{}-{}-{}", config.application_id, instance_id, t),
+    })
 }
 
 fn producer_config(config: &Config) -> ClientConfig {
@@ -232,12 +239,13 @@ fn producer_config(config: &Config) -> ClientConfig {
 fn create_producer(
     config: &Config,
     instance_id: &str,
+    thread: usize,
     partitions: i32,
 ) -> Result<Producer, ProducerError> {
     let tracker = DeliveryTracker::new(&config.topics.changelog, partitions);
     Producer::create(
         producer_config(config),
-        transactional_id(config, instance_id),
+        transactional_id(config, instance_id, thread),
         tracker,
         KAFKA_TIMEOUT,
     )
@@ -245,7 +253,12 @@ fn create_producer(
 
 impl Engine {
     fn new(setup: Setup, restored_tx: mpsc::Sender<Restored>) -> Result<Engine, ProcessorError> {
-        let producer = create_producer(&setup.config, &setup.instance_id, setup.layout.input)?;
+        let producer = create_producer(
+            &setup.config,
+            &setup.instance_id,
+            setup.thread,
+            setup.layout.input,
+        )?;
         let sink = Sink::new(producer, &setup.config, setup.layout);
         let cache_entries_per_store =
             setup.config.query.cache_max_entries / setup.layout.input.max(1) as usize;
@@ -254,6 +267,7 @@ impl Engine {
             cache_entries_per_store,
             config: setup.config,
             instance_id: setup.instance_id,
+            thread: setup.thread,
             sink,
             tasks: BTreeMap::new(),
             restoring: HashMap::new(),
@@ -428,6 +442,7 @@ impl Engine {
             let old = self.sink.replace_producer(create_producer(
                 &self.config,
                 &self.instance_id,
+                self.thread,
                 self.sink.producer().tracker().partitions(),
             )?);
             drop(old);
@@ -484,7 +499,12 @@ impl Engine {
         lost: bool,
     ) -> Result<(), ProcessorError> {
         Metrics::inc(&self.metrics.rebalances);
-        tracing::info!(?partitions, lost, "partitions revoked");
+        tracing::info!(
+            thread = self.thread,
+            ?partitions,
+            lost,
+            "partitions revoked"
+        );
         if self.in_txn {
             if lost {
                 // Another instance may already own them: committing their offsets would fail
@@ -517,7 +537,7 @@ impl Engine {
         partitions: &[i32],
     ) -> Result<(), ProcessorError> {
         Metrics::inc(&self.metrics.rebalances);
-        tracing::info!(?partitions, "partitions assigned");
+        tracing::info!(thread = self.thread, ?partitions, "partitions assigned");
         let mut paused = TopicPartitionList::new();
         for partition in partitions {
             paused.add_partition(&self.config.topics.input, *partition);
@@ -549,7 +569,7 @@ impl Engine {
                 .insert(partition, Restoring { cancel, thread });
         }
         // After the restoring views exist, so readiness never flickers on in between.
-        self.local.set_joined();
+        self.local.set_joined(self.thread);
         Ok(())
     }
 

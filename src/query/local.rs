@@ -1,7 +1,7 @@
 //! The [`StateQuery`] of a running instance: its own partitions' stores, their restore
 //! progress, and the owner table for everything else.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::{Lookup, PartitionStatus, StateQuery, Status};
@@ -40,10 +40,14 @@ pub struct LocalState {
     views: Box<[Slot]>,
     owners: Arc<OwnerTable>,
     metrics: Arc<Metrics>,
-    running: AtomicBool,
-    /// The group gave this instance its first assignment (possibly empty): until then no
-    /// partition is known to be ours, and answering "ready" would invite wrong 503s.
-    joined: AtomicBool,
+    /// Stream threads the instance runs (`app.stream_threads`).
+    threads: usize,
+    /// Stream threads running now; ready needs all of them.
+    running: AtomicUsize,
+    /// Bit t: the group gave stream thread t its first assignment (possibly empty). Until
+    /// every thread has one, some partitions may still come to this instance, and answering
+    /// "ready" would invite wrong 503s.
+    joined: AtomicU64,
 }
 
 impl LocalState {
@@ -64,8 +68,9 @@ impl LocalState {
                 .collect(),
             owners,
             metrics,
-            running: AtomicBool::new(false),
-            joined: AtomicBool::new(false),
+            threads: config.stream_threads,
+            running: AtomicUsize::new(0),
+            joined: AtomicU64::new(0),
         }
     }
 
@@ -102,12 +107,22 @@ impl LocalState {
         self.set(partition, None);
     }
 
+    /// A stream thread started (`true`) or ended (`false`).
     pub fn set_running(&self, running: bool) {
-        self.running.store(running, Ordering::Release);
+        if running {
+            self.running.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.running.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
-    pub fn set_joined(&self) {
-        self.joined.store(true, Ordering::Release);
+    pub fn set_joined(&self, thread: usize) {
+        self.joined.fetch_or(1 << thread, Ordering::AcqRel);
+    }
+
+    fn all_joined(&self) -> bool {
+        let all = u64::MAX >> (64 - self.threads.clamp(1, 64));
+        self.joined.load(Ordering::Acquire) & all == all
     }
 }
 
@@ -194,8 +209,8 @@ impl StateQuery for LocalState {
     }
 
     fn ready(&self) -> bool {
-        self.running.load(Ordering::Acquire)
-            && self.joined.load(Ordering::Acquire)
+        self.running.load(Ordering::Acquire) >= self.threads
+            && self.all_joined()
             && !self
                 .views()
                 .any(|(_, v)| matches!(v.as_ref(), Some(View::Restoring(_))))

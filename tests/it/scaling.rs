@@ -70,3 +70,52 @@ fn two_instances_split_the_partitions_and_one_takes_over() {
     a.wait_ready(Duration::from_secs(60));
     verify_queries(a.http_port, &events);
 }
+
+#[test]
+fn stream_threads_split_the_partitions_and_survive_a_kill_9() {
+    let app = App::new("threads", 4);
+    let events = workload(20_000, 150, 17);
+    let slices: Vec<_> = events.chunks(events.len() / 2 + 1).collect();
+    let start = || app.daemon("a").set("app.stream_threads=2").start();
+    let mut daemon = start();
+    daemon.wait_ready(Duration::from_secs(60));
+    produce_events(&app.input, slices[0]);
+    // Each thread is its own group member with its own transactional producer; a kill -9
+    // mid-stream leaves both producers' transactions open, and the restart fences both.
+    std::thread::sleep(Duration::from_millis(400));
+    daemon.kill9();
+    daemon = start();
+    daemon.wait_ready(Duration::from_secs(60));
+    produce_events(&app.input, slices[1]);
+    let verified = verify(&app, &events, Duration::from_secs(120));
+    println!("verified {verified} records across two stream threads and a kill -9");
+    verify_queries(daemon.http_port, &events);
+    // Both threads ended up with work: the group split the partitions between them.
+    let log = strip_ansi(&daemon.log());
+    for thread in ["thread=0", "thread=1"] {
+        assert!(
+            log.lines().any(|l| l.contains("partitions assigned")
+                && l.contains(thread)
+                && !l.contains("partitions=[]")),
+            "{thread} was never assigned a partition:\n{log}"
+        );
+    }
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI sequences end with a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
