@@ -55,6 +55,10 @@ struct Args {
     /// Keep the daemon's state directory (printed) for a drill afterwards
     #[arg(long)]
     keep_state: bool,
+    /// Passed on to the daemon as `--set section.field=value`, after the bench's own
+    /// (e.g. `--set app.stream_threads=2`, `--set log.filter=info`)
+    #[arg(long = "set", value_name = "SECTION.FIELD=VALUE")]
+    daemon_set: Vec<String>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -319,6 +323,7 @@ fn start_daemon(
             "--set",
             "log.filter=warn",
         ])
+        .args(args.daemon_set.iter().flat_map(|s| ["--set", s.as_str()]))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
