@@ -23,7 +23,7 @@ from pathlib import Path
 
 import report
 import workload as wl
-from kafkautil import Background, CommittedReader, Kafka, read_all
+from kafkautil import Background, CommittedOffsets, CommittedReader, Kafka, read_all
 from progress import elapsed, say
 from systems import HelloStreams, KafkaStreamsReference, Proc, SystemUnderTest, broker_cpu_seconds, machine_cpu
 
@@ -158,6 +158,34 @@ class Run:
                                    f"after {self.args.phase_timeout}s")
         return time.monotonic(), first
 
+    def wait_committed(self, watch: CommittedOffsets, target: int, proc: Proc, label: str,
+                       t0: float) -> tuple[float, float | None]:
+        """Polls the group's committed input offsets until they reach `target` (the input's end);
+        returns (time they did, time the first offset was committed)."""
+        deadline = time.monotonic() + self.args.phase_timeout
+        first = None
+        last_say = time.monotonic()
+        while True:
+            # Returns at once, or, while a transaction holding offsets is open, when it ends.
+            done = watch.total()
+            now = time.monotonic()
+            if done > 0 and first is None:
+                first = now
+            if done >= target:
+                return now, first
+            if now - last_say >= 3:
+                last_say = now
+                cpu, _, rss = proc.usage() if proc.alive() else (0, 0, 0)
+                say(f"    {label}: {done:,}/{target:,} input offsets committed, "
+                    f"{done / max(now - t0, 1e-9):,.0f}/s, RSS {rss:,.0f} MiB, CPU {cpu:.1f}s")
+            if not proc.alive():
+                raise RuntimeError(f"{self.sut.name} exited during {label} (status {proc.popen.returncode}):\n"
+                                   f"{proc.log_tail()}")
+            if now > deadline:
+                raise RuntimeError(f"{label}: only {done:,}/{target:,} input offsets committed "
+                                   f"after {self.args.phase_timeout}s")
+            time.sleep(0.005)
+
     def execute(self) -> dict:
         args, kafka, w, sut, res = self.args, self.kafka, self.w, self.sut, self.result
         P = args.partitions
@@ -178,13 +206,22 @@ class Run:
     def _throughput_and_latency(self, reader: CommittedReader) -> Proc:
         args, res, sut = self.args, self.result, self.sut
         n = self.phases["throughput"][1]
-        say(f"  throughput: starting {sut.name}; the clock runs until {self.valid['throughput']:,} outputs are committed")
+        watch = CommittedOffsets(args.bootstrap_servers, self.app_id, self.topics["input"], args.partitions)
+        end = watch.end_total()
+        say(f"  throughput: starting {sut.name}; the clock runs until all {end:,} input offsets are committed "
+            f"(each in the transaction of its outputs)")
         broker0, machine0, driver0 = broker_cpu_seconds(), machine_cpu(), _self_cpu()
         proc = self.start("run")
         t0 = proc.started
-        t_done, t_first = self.wait_outputs(reader, self.valid["throughput"], proc, "throughput", t0)
+        try:
+            t_done, t_first = self.wait_committed(watch, end, proc, "throughput", t0)
+        finally:
+            watch.close()
         cpu, hwm, _ = proc.usage()
         broker1, machine1, driver1 = broker_cpu_seconds(), machine_cpu(), _self_cpu()
+        # Untimed: the latency phase below counts on from here. Every output is committed by
+        # now, so this only reads.
+        self.wait_outputs(reader, self.valid["throughput"], proc, "reading the throughput outputs", time.monotonic())
         secs = t_done - t0
         busy = (machine1[0] - machine0[0]) / max(1, machine1[1] - machine0[1])
         res["throughput"] = {
@@ -380,7 +417,9 @@ def main() -> int:
     ap.add_argument("--ceiling-records", type=int, default=1_000_000, help="records of the broker perf tests (0 skips)")
     ap.add_argument("--hs-bin", required=True, help="the hello-streams daemon binary")
     ap.add_argument("--ks-build-dir", required=True, help="directory of hello-kstreams-reference.jar")
-    ap.add_argument("--ks-threads", type=int, default=1, help="Kafka Streams num.stream.threads")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="stream threads of each system (hello-streams app.stream_threads, Kafka Streams "
+                         "num.stream.threads); the same for both, default 1 as both systems' default")
     ap.add_argument("--ks-java-opts", default=os.environ.get("KSTREAMS_JAVA_OPTS", ""),
                     help="JVM options for Kafka Streams (default: none, the JVM's defaults)")
     ap.add_argument("--hs-log-filter", default="warn", help="hello-streams log.filter (its log is in the work dir)")
@@ -403,9 +442,10 @@ def main() -> int:
               file=sys.stderr)
         return 2
     suts: dict[str, SystemUnderTest] = {
-        "hs": HelloStreams(args.bootstrap_servers, args.partitions, Path(args.hs_bin), args.hs_log_filter),
+        "hs": HelloStreams(args.bootstrap_servers, args.partitions, Path(args.hs_bin), args.threads,
+                           args.hs_log_filter),
         "ks": KafkaStreamsReference(args.bootstrap_servers, args.partitions, Path(args.ks_build_dir),
-                                    args.ks_threads, args.ks_java_opts.split(), args.ks_log_level),
+                                    args.threads, args.ks_java_opts.split(), args.ks_log_level),
     }
     order = [s.strip() for s in args.systems.split(",") if s.strip()]
     if not order or any(s not in suts for s in order):

@@ -150,9 +150,10 @@ class HelloStreams(SystemUnderTest):
     name = "hello-streams"
     short = "hs"
 
-    def __init__(self, bootstrap: str, partitions: int, binary: Path, log_filter: str = "warn"):
+    def __init__(self, bootstrap: str, partitions: int, binary: Path, threads: int, log_filter: str = "warn"):
         super().__init__(bootstrap, partitions)
         self.binary = binary
+        self.threads = threads
         self.log_filter = log_filter
 
     def internal_topics(self, app_id: str) -> list[str]:
@@ -162,7 +163,7 @@ class HelloStreams(SystemUnderTest):
     def describe(self) -> dict:
         version = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True).stdout.strip()
         return {"binary": str(self.binary), "version": version, "processing_guarantee": "exactly_once",
-                "commit_interval_ms": 100}
+                "commit_interval_ms": 100, "stream_threads": self.threads}
 
     def start(self, app_id: str, topics: dict[str, str], state_dir: Path, log_path: Path) -> Proc:
         http, resp = free_port(), free_port()
@@ -170,7 +171,7 @@ class HelloStreams(SystemUnderTest):
                "--state-dir", str(state_dir), "--http-addr", f"127.0.0.1:{http}", "--resp-addr", f"127.0.0.1:{resp}",
                "--set", f"topics.input={topics['input']}", "--set", f"topics.output={topics['output']}",
                "--set", f"topics.dlq={topics['dlq']}", "--set", f"topics.partitions={self.partitions}",
-               "--set", f"log.filter={self.log_filter}"]
+               "--set", f"app.stream_threads={self.threads}", "--set", f"log.filter={self.log_filter}"]
         env = {k: v for k, v in os.environ.items() if k != "RUST_LOG" and not k.startswith("HELLO_STREAMS__")}
         log = open(log_path, "ab")
         started = time.monotonic()
