@@ -95,7 +95,6 @@ fn advertised(configured: &str, bound: SocketAddr) -> String {
 }
 
 pub fn run(config: Config) -> Result<(), DaemonError> {
-    limit_malloc_arenas();
     let config = Arc::new(config);
     let instance_id = instance_id(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -105,19 +104,6 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         .build()
         .map_err(DaemonError::Runtime)?;
     runtime.block_on(serve(config, instance_id))
-}
-
-/// glibc gives threads that allocate at the same time their own arenas (up to 8 per core),
-/// and librdkafka's, RocksDB's and tokio's threads each kept one with idle memory: two
-/// arenas lowered peak RSS by ~16 MB at the same throughput (hello-streams-bench, 1M keys).
-/// `MALLOC_ARENA_MAX` in the environment still wins.
-fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
 }
 
 async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonError> {
