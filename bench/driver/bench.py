@@ -429,10 +429,17 @@ def main() -> int:
     ap.add_argument("--results-dir", default=str(REPO / "bench/results"))
     ap.add_argument("--benchmarks-md", default=str(REPO / "BENCHMARKS.md"), help="'' to not write it")
     ap.add_argument("--keep", action="store_true", help="keep topics, state dirs and logs")
+    ap.add_argument("--report-only", action="store_true",
+                    help="measure nothing: render the table, charts and BENCHMARKS.md again from the "
+                         "results dir's latest.json (e.g. after a new bench/redis/compare run)")
     args = ap.parse_args()
     cache = Path(os.environ.get("HELLO_STREAMS_CACHE", Path.home() / ".cache/hello-streams"))
     args.work_dir = args.work_dir or str(cache / "bench-work")
     run_id = time.strftime("%m%d%H%M%S") + f"-{os.getpid()}"
+
+    if args.report_only:
+        results = json.loads((Path(args.results_dir) / "latest.json").read_text())
+        return publish(args, results)
 
     kafka = Kafka(args.bootstrap_servers)
     try:
@@ -508,6 +515,11 @@ def main() -> int:
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results["driver_seconds"] = elapsed()
     results["lock_wait_seconds"] = LOCK_WAITED[0]
+    return publish(args, results)
+
+
+def publish(args, results: dict) -> int:
+    """Writes latest.json, latest.md, the charts and BENCHMARKS.md, and prints the table."""
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     redis = report.load_redis(results_dir / "redis-compare.json")
@@ -523,7 +535,7 @@ def main() -> int:
     print()
     for line in report.targets(results):
         print(line)
-    say(f"done in {elapsed() / 60:.1f} min; results: {results_dir / 'latest.json'}, charts: "
+    say(f"done in {results['driver_seconds'] / 60:.1f} min; results: {results_dir / 'latest.json'}, charts: "
         f"{', '.join(str(c) for c in charts)}" + (f"; {args.benchmarks_md} refreshed" if args.benchmarks_md else ""))
     return 0
 
