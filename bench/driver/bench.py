@@ -141,22 +141,28 @@ class Run:
             # latency phase polls in short slices: a record's arrival time is taken when poll
             # returns, and 100 ms slices added up to 100 ms (phase-dependent) to every sample.
             got = reader.poll(0.1 if on_message is None else 0.002, on_message)
-            now = time.monotonic()
             if got and first is None:
-                first = now
-            if now - last_say >= 3:
-                last_say = now
-                cpu, _, rss = proc.usage() if proc.alive() else (0, 0, 0)
-                done = reader.count - start_count
-                say(f"    {label}: {done:,}/{target - start_count:,} outputs committed, "
-                    f"{done / max(now - t0, 1e-9):,.0f}/s, RSS {rss:,.0f} MiB, CPU {cpu:.1f}s")
-            if not proc.alive():
-                raise RuntimeError(f"{self.sut.name} exited during {label} (status {proc.popen.returncode}):\n"
-                                   f"{proc.log_tail()}")
-            if now > deadline:
-                raise RuntimeError(f"{label}: only {reader.count - start_count:,}/{target - start_count:,} outputs "
-                                   f"after {self.args.phase_timeout}s")
+                first = time.monotonic()
+            last_say = self._tick(proc, label, t0, deadline, last_say, reader.count - start_count,
+                                  target - start_count, "outputs committed")
         return time.monotonic(), first
+
+    def _tick(self, proc: Proc, label: str, t0: float, deadline: float, last_say: float, done: int, total: int,
+              unit: str) -> float:
+        """Shows progress every 3 s; raises once the system died or the phase ran out of time.
+        Returns when progress was last shown."""
+        now = time.monotonic()
+        if now - last_say >= 3:
+            last_say = now
+            cpu, _, rss = proc.usage() if proc.alive() else (0, 0, 0)
+            say(f"    {label}: {done:,}/{total:,} {unit}, {done / max(now - t0, 1e-9):,.0f}/s, "
+                f"RSS {rss:,.0f} MiB, CPU {cpu:.1f}s")
+        if not proc.alive():
+            raise RuntimeError(f"{self.sut.name} exited during {label} (status {proc.popen.returncode}):\n"
+                               f"{proc.log_tail()}")
+        if now > deadline:
+            raise RuntimeError(f"{label}: only {done:,}/{total:,} {unit} after {self.args.phase_timeout}s")
+        return last_say
 
     def wait_committed(self, watch: CommittedOffsets, target: int, proc: Proc, label: str,
                        t0: float) -> tuple[float, float | None]:
@@ -173,17 +179,7 @@ class Run:
                 first = now
             if done >= target:
                 return now, first
-            if now - last_say >= 3:
-                last_say = now
-                cpu, _, rss = proc.usage() if proc.alive() else (0, 0, 0)
-                say(f"    {label}: {done:,}/{target:,} input offsets committed, "
-                    f"{done / max(now - t0, 1e-9):,.0f}/s, RSS {rss:,.0f} MiB, CPU {cpu:.1f}s")
-            if not proc.alive():
-                raise RuntimeError(f"{self.sut.name} exited during {label} (status {proc.popen.returncode}):\n"
-                                   f"{proc.log_tail()}")
-            if now > deadline:
-                raise RuntimeError(f"{label}: only {done:,}/{target:,} input offsets committed "
-                                   f"after {self.args.phase_timeout}s")
+            last_say = self._tick(proc, label, t0, deadline, last_say, done, target, "input offsets committed")
             time.sleep(0.005)
 
     def execute(self) -> dict:

@@ -83,24 +83,6 @@ pub fn case(name: &str, limit: Duration) -> Case {
     }
 }
 
-/// Without terminal colour codes (the daemon's tracing output has them).
-pub fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// On failure: copies the daemon logs of the case to `FAULTS_LOG_DIR` (scripts/faults sets
 /// it) and prints the end of each.
 fn keep_logs(name: &str, logs: &Mutex<Vec<PathBuf>>) {

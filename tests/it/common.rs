@@ -731,3 +731,21 @@ pub fn drill(app: &App, instance: &str, extra: &[&str]) -> String {
     );
     stdout
 }
+
+/// Without terminal colour codes (the daemon's tracing output has them).
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

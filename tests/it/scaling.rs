@@ -91,7 +91,7 @@ fn stream_threads_split_the_partitions_and_survive_a_kill_9() {
     println!("verified {verified} records across two stream threads and a kill -9");
     verify_queries(daemon.http_port, &events);
     // Both threads ended up with work: the group split the partitions between them.
-    let log = strip_ansi(&daemon.log());
+    let log = plain(&daemon.log());
     for thread in ["thread=0", "thread=1"] {
         assert!(
             log.lines().any(|l| l.contains("partitions assigned")
@@ -100,22 +100,4 @@ fn stream_threads_split_the_partitions_and_survive_a_kill_9() {
             "{thread} was never assigned a partition:\n{log}"
         );
     }
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // CSI sequences end with a letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
