@@ -5,7 +5,7 @@
 # ---- build -------------------------------------------------------------------
 FROM rust:1-bookworm AS build
 # rocksdb (bindgen needs libclang, C++ build), rdkafka (librdkafka via cmake/make,
-# OpenSSL for the "ssl" feature).
+# OpenSSL for the "ssl" feature), jemalloc (C, make; the rust image has both).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libclang-dev libssl-dev pkg-config cmake \
  && rm -rf /var/lib/apt/lists/*
