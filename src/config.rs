@@ -67,7 +67,7 @@ impl Guarantee {
 
 // ---- the file's shape: every field optional, unknown fields rejected ----
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     pub app: RawApp,
@@ -75,18 +75,6 @@ pub struct RawConfig {
     pub kafka: RawKafka,
     pub query: RawQuery,
     pub log: RawLog,
-}
-
-impl Default for RawConfig {
-    fn default() -> Self {
-        RawConfig {
-            app: RawApp::default(),
-            topics: RawTopics::default(),
-            kafka: RawKafka::default(),
-            query: RawQuery::default(),
-            log: RawLog::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

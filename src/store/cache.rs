@@ -167,6 +167,10 @@ impl StateCache {
     pub fn len(&self) -> usize {
         (0..SHARDS).map(|s| self.lock(s).entries.len()).sum()
     }
+
+    pub fn is_empty(&self) -> bool {
+        (0..SHARDS).all(|s| self.lock(s).entries.is_empty())
+    }
 }
 
 #[cfg(test)]

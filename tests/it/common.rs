@@ -386,8 +386,11 @@ pub fn send(
     }
 }
 
+/// A raw record: key and value, either of which may be absent.
+pub type RawRecord = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Produces records in order (key may be absent) and waits until all are acknowledged.
-pub fn produce(topic: &str, records: &[(Option<Vec<u8>>, Option<Vec<u8>>)]) {
+pub fn produce(topic: &str, records: &[RawRecord]) {
     let producer = producer();
     for (key, value) in records {
         send(&producer, topic, key.as_deref(), value.as_deref());

@@ -14,7 +14,9 @@ fn every_poison_kind_lands_once_with_its_headers() {
         .start();
     daemon.wait_ready(Duration::from_secs(60));
     let k = |s: &str| Some(s.as_bytes().to_vec());
-    let poison: Vec<(Option<Vec<u8>>, Option<Vec<u8>>, &str)> = vec![
+    // Key, value, and the error.kind header the dead letter must carry.
+    type Poison = (Option<Vec<u8>>, Option<Vec<u8>>, &'static str);
+    let poison: Vec<Poison> = vec![
         (None, k("Hello"), "null_key"),
         (Some(vec![]), k("Hello"), "invalid_key"),
         (Some(vec![0xff, 0xfe]), k("Hello"), "invalid_key"),
