@@ -194,7 +194,7 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
             });
         }
         _ = done_rx.recv() => {
-            // The stream thread ended on its own (an error); stop the servers too.
+            // A stream thread ended on its own (an error); stop the others and the servers.
             trigger.fire();
         }
     }

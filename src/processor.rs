@@ -413,8 +413,9 @@ impl Engine {
                 tracing::warn!(%error, "offset commit failed; records will be replayed");
             }
         }
-        self.metrics.commit_took(started.elapsed());
-        tracing::debug!(took = ?started.elapsed(), open_for = ?self.txn_started.elapsed(), "transaction committed");
+        let took = started.elapsed();
+        self.metrics.commit_took(took);
+        tracing::debug!(?took, open_for = ?self.txn_started.elapsed(), "transaction committed");
         Ok(())
     }
 
