@@ -23,6 +23,8 @@ pub mod config;
 pub mod daemon;
 pub mod domain;
 pub mod drill;
+#[cfg(feature = "fault-hooks")]
+pub mod fault;
 pub mod inspect;
 pub mod kafka;
 pub mod ownership;

@@ -387,7 +387,7 @@ impl Engine {
         let offsets = self.pending_offsets()?;
         let group = consumer.group_metadata();
         #[cfg(feature = "fault-hooks")]
-        crate::processor::fault::before_commit();
+        crate::fault::before_commit();
         match self.sink.producer().commit(&offsets, group.as_ref()) {
             Ok(()) => {}
             Err(error) => {
@@ -776,33 +776,6 @@ impl RestoreJob {
                 }
                 Err(other) => return Err(other),
             }
-        }
-    }
-}
-
-#[cfg(feature = "fault-hooks")]
-pub mod fault {
-    //! Crash points for the fault suite, armed by `HELLO_STREAMS_FAULT`.
-
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    static COMMITS: AtomicU64 = AtomicU64::new(0);
-
-    /// `HELLO_STREAMS_FAULT=crash-before-commit:N` kills the process (no unwinding, no
-    /// cleanup, like kill -9) before the N-th commit, after its records were produced.
-    pub fn before_commit() {
-        let Ok(spec) = std::env::var("HELLO_STREAMS_FAULT") else {
-            return;
-        };
-        let Some(n) = spec
-            .strip_prefix("crash-before-commit:")
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            return;
-        };
-        if COMMITS.fetch_add(1, Ordering::Relaxed) + 1 == n {
-            eprintln!("fault hook: crashing before commit {n}");
-            std::process::abort();
         }
     }
 }

@@ -104,6 +104,8 @@ impl Task {
         };
         let (state, outcome) = domain::fold(previous, self.epoch(), &event, at);
         sink.changelog(self.partition, key.as_bytes(), &state)?;
+        #[cfg(feature = "fault-hooks")]
+        crate::fault::after_changelog(|| sink.producer().close());
         sink.count_updated(record, key, &state, outcome, now_ms)?;
         if outcome == Outcome::Counted {
             Metrics::inc(&metrics.hellos_counted);
