@@ -404,7 +404,11 @@ impl Engine {
         let tracker = self.sink.producer().tracker();
         for task in self.tasks.values_mut() {
             let checkpoint = tracker.next_changelog_offset(task.partition);
+            let position = task.pending_offset();
             task.committed(checkpoint)?;
+            if let Some(position) = position {
+                self.local.set_position(task.partition, position);
+            }
         }
         if self.config.guarantee == Guarantee::AtLeastOnce && offsets.count() > 0 {
             // The store already holds these records' effects, and each key remembers its last
@@ -613,6 +617,9 @@ impl Engine {
             Task::new(done.partition, store.clone(), self.config.max_value_bytes),
         );
         self.local.set_active(done.partition, store);
+        if let Offset::Offset(position) = committed {
+            self.local.set_position(done.partition, position);
+        }
         if let Some(announcer) = &self.announcer {
             announcer.announce(done.partition);
         }

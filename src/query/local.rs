@@ -1,7 +1,7 @@
 //! The [`StateQuery`] of a running instance: its own partitions' stores, their restore
 //! progress, and the owner table for everything else.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::{Lookup, PartitionStatus, StateQuery, Status};
@@ -22,8 +22,17 @@ enum View {
 /// its reader count); with one lock for all partitions, the query threads kept writing the
 /// same line and two threads read no faster than one.
 #[repr(align(64))]
-#[derive(Default)]
-struct Slot(RwLock<Option<View>>);
+struct Slot(RwLock<Option<View>>, Position);
+
+/// The input offset after the last record whose effect the partition's store holds (what a
+/// read of it reflects); -1 while unknown.
+struct Position(AtomicI64);
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot(RwLock::default(), Position(AtomicI64::new(-1)))
+    }
+}
 
 impl Slot {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<View>> {
@@ -105,6 +114,21 @@ impl LocalState {
 
     pub fn remove(&self, partition: i32) {
         self.set(partition, None);
+        self.set_position(partition, -1);
+    }
+
+    /// The stream thread committed partition `partition` up to input offset `next_offset`
+    /// (exclusive), and its store holds those effects.
+    pub fn set_position(&self, partition: i32, next_offset: i64) {
+        if let Some(slot) = self.slot(partition) {
+            slot.1 .0.store(next_offset, Ordering::Release);
+        }
+    }
+
+    /// What [`LocalState::set_position`] last said for `partition`; `None` while unknown.
+    pub fn position(&self, partition: i32) -> Option<i64> {
+        let offset = self.slot(partition)?.1 .0.load(Ordering::Acquire);
+        (offset >= 0).then_some(offset)
     }
 
     /// A stream thread started (`true`) or ended (`false`).
