@@ -80,15 +80,6 @@ fn c04_all_brokers_down_longer_than_txn_timeout() {
     rode_it_out(&case, &mut d, pid, &app, &events, Duration::from_secs(90));
 }
 
-fn metric_or(d: &Daemon, name: &str) -> String {
-    let Ok((_, body)) = http_get(d.http_port, "/metrics") else {
-        return "?".into();
-    };
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
-}
-
 /// The end of both cases: the daemon that lived through the outage is still the same
 /// process, becomes ready, and its results pass every check.
 fn rode_it_out(
@@ -109,7 +100,7 @@ fn rode_it_out(
     assert!(alive(pid), "the daemon is still the same process");
     case.step(format!(
         "daemon rode it out: {} aborts, {} producers recreated",
-        metric_or(d, "hello_streams_abort_total"),
-        metric_or(d, "hello_streams_producer_recreated_total")
+        metric_or_nan(d, "hello_streams_abort_total"),
+        metric_or_nan(d, "hello_streams_producer_recreated_total")
     ));
 }

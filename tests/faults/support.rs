@@ -210,21 +210,21 @@ fn kill_own_children() {
 
 /// The pid of one of our daemons, found among our children by its HTTP port.
 pub fn pid_of(daemon: &Daemon) -> i32 {
+    try_pid_of(daemon).unwrap_or_else(|| {
+        panic!(
+            "daemon with http port {} is not our child",
+            daemon.http_port
+        )
+    })
+}
+
+/// [`pid_of`]; `None` if the daemon is not (or no longer) a running child of ours.
+pub fn try_pid_of(daemon: &Daemon) -> Option<i32> {
     let needle = format!("127.0.0.1:{}", daemon.http_port);
-    for pid in own_children() {
+    own_children().into_iter().find(|pid| {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.iter().any(|a| a == &needle) {
-            return pid;
-        }
-    }
-    panic!(
-        "daemon with http port {} is not our child",
-        daemon.http_port
-    );
+        cmdline.split(|b| *b == 0).any(|a| a == needle.as_bytes())
+    })
 }
 
 /// True while the process runs (a child that exited stays a zombie until reaped).
@@ -344,6 +344,11 @@ pub fn daemon_command(bin: &str, app: &App, instance: &str, state_dir: &Path) ->
 }
 
 pub fn start_hooked(app: &App, instance: &str, fault: &str) -> Hooked {
+    start_hooked_with(app, instance, fault, &[])
+}
+
+/// [`start_hooked`] with extra `--set field=value` settings (applied last).
+pub fn start_hooked_with(app: &App, instance: &str, fault: &str, sets: &[&str]) -> Hooked {
     let bin = std::env::var("FAULTS_HOOKED_BIN").unwrap_or_else(|_| BIN.to_owned());
     let http_port = free_port();
     let resp_port = free_port();
@@ -356,7 +361,11 @@ pub fn start_hooked(app: &App, instance: &str, fault: &str) -> Hooked {
         .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
         .args(["--resp-addr", &format!("127.0.0.1:{resp_port}")])
         .args(["--set", "kafka.session_timeout_ms=6000"])
-        .args(["--set", "log.filter=info"])
+        .args(["--set", "log.filter=info"]);
+    for set in sets {
+        command.arg("--set").arg(set);
+    }
+    command
         .env("HELLO_STREAMS_FAULT", fault)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log handle"))
@@ -372,6 +381,10 @@ pub fn start_hooked(app: &App, instance: &str, fault: &str) -> Hooked {
 }
 
 impl Hooked {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
@@ -398,9 +411,53 @@ impl Drop for Hooked {
     }
 }
 
+/// A metric's value, NaN if the daemon does not answer.
+pub fn metric_or_nan(d: &Daemon, name: &str) -> f64 {
+    http_get(d.http_port, "/metrics")
+        .ok()
+        .and_then(|(_, body)| {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// The first line of a daemon's log after byte `from` that shows it found itself fenced (its
+/// generation or producer epoch stale, whatever it had open aborted), waiting up to
+/// `timeout`; else the log after `from`.
+pub fn fenced_evidence(log: &Path, from: usize, timeout: Duration) -> Result<String, String> {
+    let markers = [
+        "lost: true",
+        "lost=true",
+        "commit failed",
+        "fenced",
+        "Fenced",
+    ];
+    let deadline = Instant::now() + timeout;
+    loop {
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        let after = plain(&log[from.min(log.len())..]);
+        if let Some(line) = after
+            .lines()
+            .find(|l| markers.iter().any(|m| l.contains(m)))
+        {
+            return Ok(line.to_owned());
+        }
+        if Instant::now() > deadline {
+            return Err(after);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Partitions an instance serves (active or restoring), from `/v1/status`.
 pub fn owned(d: &Daemon) -> Option<Vec<(i32, String)>> {
-    let (status, body) = http_get(d.http_port, "/v1/status").ok()?;
+    owned_at(d.http_port)
+}
+
+/// [`owned`] for the instance whose HTTP API listens on `port`.
+pub fn owned_at(port: u16) -> Option<Vec<(i32, String)>> {
+    let (status, body) = http_get(port, "/v1/status").ok()?;
     if status != 200 {
         return None;
     }
@@ -434,22 +491,93 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 /// Waits until the instances together serve every partition exactly once, all active.
 pub fn wait_partitions_settled(daemons: &[&Daemon], partitions: i32, timeout: Duration) {
     wait_until("partitions settled over the instances", timeout, || {
-        let mut seen = Vec::new();
-        for d in daemons {
-            let Some(owned) = owned(d) else { return false };
-            if owned.iter().any(|(_, state)| state != "active") {
-                return false;
-            }
-            seen.extend(owned.into_iter().map(|(p, _)| p));
-        }
-        seen.sort_unstable();
-        seen == (0..partitions).collect::<Vec<_>>()
-            && daemons.iter().all(|d| {
-                http_get(d.http_port, "/readyz")
-                    .map(|(s, _)| s == 200)
-                    .unwrap_or(false)
-            })
+        partitions_settled(daemons, partitions)
     });
+}
+
+/// Whether the instances together serve every partition exactly once, all active, and all
+/// are ready.
+pub fn partitions_settled(daemons: &[&Daemon], partitions: i32) -> bool {
+    let mut seen = Vec::new();
+    for d in daemons {
+        let Some(owned) = owned(d) else { return false };
+        if owned.iter().any(|(_, state)| state != "active") {
+            return false;
+        }
+        seen.extend(owned.into_iter().map(|(p, _)| p));
+    }
+    seen.sort_unstable();
+    seen == (0..partitions).collect::<Vec<_>>()
+        && daemons.iter().all(|d| {
+            http_get(d.http_port, "/readyz")
+                .map(|(s, _)| s == 200)
+                .unwrap_or(false)
+        })
+}
+
+/// Input partitions whose committed group offset is not yet the input's end:
+/// (partition, committed, end). Empty once every input record is committed.
+pub fn uncommitted_input(app: &App) -> Vec<(i32, Option<i64>, i64)> {
+    let c = client("read_uncommitted");
+    group_committed_offsets(app)
+        .into_iter()
+        .filter_map(|(p, committed)| {
+            let (_, end) = c
+                .fetch_watermarks(&app.input, p, Duration::from_secs(30))
+                .expect("input end");
+            (committed != Some(end)).then_some((p, committed, end))
+        })
+        .collect()
+}
+
+/// What every thread of one of our processes is doing: `gdb -batch` backtraces if gdb is
+/// installed (bounded), else each thread's name, wait channel and state from /proc.
+pub fn thread_dump(pid: i32) -> String {
+    if Command::new("gdb").arg("--version").output().is_ok() {
+        let mut gdb = Command::new("gdb");
+        gdb.args([
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+            "-p",
+            &pid.to_string(),
+        ]);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_bounded(&mut gdb, Duration::from_secs(60))
+        }));
+        if let Ok((_, out, err)) = result {
+            let frames: Vec<&str> = out
+                .lines()
+                .filter(|l| l.starts_with('#') || l.starts_with("Thread "))
+                .collect();
+            if !frames.is_empty() {
+                return frames.join("\n");
+            }
+            return format!("gdb gave no backtrace:\n{out}\n{err}");
+        }
+    }
+    let mut dump = String::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| {
+        d.filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect::<Vec<_>>()
+    });
+    for task in tasks.unwrap_or_default() {
+        let read = |f: &str| {
+            std::fs::read_to_string(task.join(f))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        };
+        dump.push_str(&format!(
+            "{} {} wchan={} stat={}\n",
+            task.display(),
+            read("comm"),
+            read("wchan"),
+            read("stat")
+        ));
+    }
+    dump
 }
 
 /// The daemon's log, for failure messages and bug reports.
@@ -749,11 +877,24 @@ pub fn check_everything(
     poison: &[Raw],
     port: u16,
 ) {
+    check_everything_with(case, app, events, poison, port, Duplicates::Forbidden);
+}
+
+/// [`check_everything`], with duplicate output records allowed (at least once) or not;
+/// returns the number of duplicates.
+pub fn check_everything_with(
+    case: &Case,
+    app: &App,
+    events: &[(String, String)],
+    poison: &[Raw],
+    port: u16,
+    duplicates: Duplicates,
+) -> usize {
     case.step(format!("verify: {} events expected", events.len()));
-    let verified = verify(app, events, Duration::from_secs(180));
+    let (verified, dupes) = verify_with(app, events, Duration::from_secs(180), duplicates);
     case.verified(verified);
     case.step(format!(
-        "verified {verified} output records; checking transactions"
+        "verified {verified} output records ({dupes} duplicates); checking transactions"
     ));
     let partitions = assert_no_open_transactions(
         &[&app.output, &app.changelog(), &app.dlq],
@@ -768,6 +909,7 @@ pub fn check_everything(
     case.step(format!(
         "queries agree; {dead} dead letters, exactly the injected poison"
     ));
+    dupes
 }
 
 // ---------------------------------------------------------------------------------------

@@ -608,29 +608,79 @@ pub fn workload(events: usize, keys: usize, seed: u64) -> Vec<(String, String)> 
         .collect()
 }
 
+/// What [`verify_with`] accepts in the output besides one record per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Duplicates {
+    /// Exactly once: a second output record for an input offset fails.
+    Forbidden,
+    /// At least once: further output records for an input offset are allowed if they say
+    /// exactly what the first one said (key, outcome, counts); they are counted.
+    AllowedIfEqual,
+}
+
 /// The exact checks: one output record per event, in order per key, no duplicates; each
 /// key's steps and final state as the model says; the changelog's last value per key too.
 pub fn verify(app: &App, events: &[(String, String)], timeout: Duration) -> usize {
+    verify_with(app, events, timeout, Duplicates::Forbidden).0
+}
+
+/// [`verify`], with duplicates allowed or not; returns (distinct output records, duplicates).
+pub fn verify_with(
+    app: &App,
+    events: &[(String, String)],
+    timeout: Duration,
+    duplicates: Duplicates,
+) -> (usize, usize) {
     let (expected_state, expected_steps) = model(events);
-    let output = await_committed(&app.output, events.len(), timeout);
-    let mut seen_sources = std::collections::HashSet::new();
+    let deadline = Instant::now() + timeout;
+    let (distinct, dupes) = loop {
+        let output = read_topic(&app.output, "read_committed");
+        let mut first: HashMap<(i64, i64), serde_json::Value> = HashMap::new();
+        let mut distinct = Vec::new();
+        let mut dupes = 0usize;
+        for record in &output {
+            let v: serde_json::Value =
+                serde_json::from_slice(record.value.as_deref().unwrap_or_default())
+                    .expect("output JSON");
+            let source = (
+                v["sourcePartition"].as_i64().unwrap(),
+                v["sourceOffset"].as_i64().unwrap(),
+            );
+            assert_eq!(
+                record.partition as i64, source.0,
+                "output partition p comes from input partition p"
+            );
+            match first.get(&source) {
+                None => {
+                    first.insert(source, v.clone());
+                    distinct.push(v);
+                }
+                Some(original) => {
+                    assert_eq!(
+                        duplicates,
+                        Duplicates::AllowedIfEqual,
+                        "duplicate output for input {source:?}: {v}"
+                    );
+                    let said = |v: &serde_json::Value| {
+                        ["key", "outcome", "helloCount", "helloTotalCount", "mood"]
+                            .map(|f| v[f].clone())
+                    };
+                    assert_eq!(
+                        said(&v),
+                        said(original),
+                        "a duplicate output for input {source:?} differs from the first"
+                    );
+                    dupes += 1;
+                }
+            }
+        }
+        if distinct.len() >= events.len() || Instant::now() > deadline {
+            break (distinct, dupes);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     let mut steps: HashMap<String, Vec<Step>> = HashMap::new();
-    for record in &output {
-        let v: serde_json::Value =
-            serde_json::from_slice(record.value.as_deref().unwrap_or_default())
-                .expect("output JSON");
-        let source = (
-            v["sourcePartition"].as_i64().unwrap(),
-            v["sourceOffset"].as_i64().unwrap(),
-        );
-        assert_eq!(
-            record.partition as i64, source.0,
-            "output partition p comes from input partition p"
-        );
-        assert!(
-            seen_sources.insert(source),
-            "duplicate output for input {source:?}: {v}"
-        );
+    for v in &distinct {
         steps
             .entry(v["key"].as_str().unwrap().to_owned())
             .or_default()
@@ -641,9 +691,9 @@ pub fn verify(app: &App, events: &[(String, String)], timeout: Duration) -> usiz
             });
     }
     assert_eq!(
-        output.len(),
+        distinct.len(),
         events.len(),
-        "one committed output record per input event"
+        "one committed output record per input event ({dupes} duplicates besides)"
     );
     for (key, want) in &expected_steps {
         assert_eq!(steps.get(key), Some(want), "output steps of {key}");
@@ -674,7 +724,7 @@ pub fn verify(app: &App, events: &[(String, String)], timeout: Duration) -> usiz
         );
     }
     assert_eq!(last.len(), expected_state.len(), "changelog keys");
-    output.len()
+    (distinct.len(), dupes)
 }
 
 /// Asks the daemon's HTTP API for every key and compares with the model.
