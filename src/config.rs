@@ -89,6 +89,7 @@ pub struct RawApp {
     pub reset_interval_ms: u64,
     pub max_value_bytes: u64,
     pub dlq_max_value_bytes: u64,
+    pub max_concurrent_restores: u64,
 }
 
 impl Default for RawApp {
@@ -103,6 +104,7 @@ impl Default for RawApp {
             reset_interval_ms: 0,
             max_value_bytes: 65536,
             dlq_max_value_bytes: 16384,
+            max_concurrent_restores: 2,
         }
     }
 }
@@ -228,6 +230,9 @@ pub struct Config {
     pub reset_interval: Option<Duration>,
     pub max_value_bytes: usize,
     pub dlq_max_value_bytes: usize,
+    /// Restores a stream thread runs at once; the other assigned partitions wait their turn
+    /// while the active ones keep processing.
+    pub max_concurrent_restores: usize,
     pub topics: Topics,
     pub kafka: Kafka,
     pub query: Query,
@@ -431,6 +436,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         16 << 20,
     )?;
 
+    let max_concurrent_restores = in_range(
+        "app.max_concurrent_restores",
+        app.max_concurrent_restores,
+        1,
+        256,
+    )?;
+
     let t = raw.topics;
     for (field, name) in [
         ("topics.input", &t.input),
@@ -477,6 +489,17 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         1_000,
         3_600_000,
     )?;
+    for (map, options) in [("consumer", &k.consumer), ("producer", &k.producer)] {
+        for option in options.keys() {
+            if let Some(why) = reserved_option(option) {
+                return Err(field_error(
+                    &format!("kafka.{map}.{option}"),
+                    format!("cannot be set: {why}"),
+                    "remove it",
+                ));
+            }
+        }
+    }
     let render = |m: BTreeMap<String, PassValue>| {
         m.into_iter()
             .map(|(key, value)| (key, value.render()))
@@ -527,6 +550,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         reset_interval,
         max_value_bytes: max_value_bytes as usize,
         dlq_max_value_bytes: dlq_max_value_bytes as usize,
+        max_concurrent_restores: max_concurrent_restores as usize,
         kafka: Kafka {
             bootstrap_servers: k.bootstrap_servers,
             transaction_timeout: Duration::from_millis(transaction_timeout_ms),
@@ -543,6 +567,33 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             cache_max_entries,
         },
         log_filter: raw.log.filter,
+    })
+}
+
+/// librdkafka options the raw passthrough may not set, with the reason: each is part of how
+/// exactly-once (or at-least-once) works, or has its own field.
+fn reserved_option(option: &str) -> Option<&'static str> {
+    Some(match option {
+        "group.id" => "it is app.application_id (the consumer group the instances share)",
+        "isolation.level" => {
+            "hello-streams reads read_committed under exactly_once; read_uncommitted would fold aborted records"
+        }
+        "enable.auto.commit" | "enable.auto.offset.store" => {
+            "input offsets are committed inside the transaction (or after the store, at least once), never automatically"
+        }
+        "transactional.id" => {
+            "it is derived from app.application_id and app.instance_id, so a restart fences its previous incarnation"
+        }
+        "enable.idempotence" | "acks" => {
+            "the producer must be idempotent with acks=all, or records can be lost or duplicated"
+        }
+        "transaction.timeout.ms" => "use kafka.transaction_timeout_ms",
+        "session.timeout.ms" => "use kafka.session_timeout_ms",
+        "partition.assignment.strategy" => {
+            "hello-streams relies on cooperative-sticky assignment to revoke only the moved partitions"
+        }
+        "enable.partition.eof" => "restores and readers need end-of-partition events",
+        _ => return None,
     })
 }
 
@@ -638,6 +689,26 @@ mod tests {
             config.topics.changelog,
             "hello-streams-hello-store-changelog"
         );
+    }
+
+    #[test]
+    fn options_exactly_once_depends_on_cannot_be_passed_through() {
+        for option in [
+            "kafka.consumer.isolation.level=read_uncommitted",
+            "kafka.consumer.enable.auto.commit=true",
+            "kafka.consumer.group.id=other",
+            "kafka.producer.transactional.id=x",
+            "kafka.producer.enable.idempotence=false",
+        ] {
+            let error = load_with(None, &[], &[option]).unwrap_err().to_string();
+            let field = option.split('=').next().unwrap();
+            assert!(
+                error.contains(field) && error.contains("cannot be set") && error.contains("fix: remove it"),
+                "{error}"
+            );
+        }
+        // Tuning stays allowed.
+        load_with(None, &[], &["kafka.consumer.max.poll.interval.ms=20000"]).unwrap();
     }
 
     #[test]
