@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::kafka::admin::{self, AdminError};
+use crate::liveness::{self, Liveness};
 use crate::ownership::{self, Announcer, OwnerTable};
 use crate::processor::{self, ProcessorError, Setup};
 use crate::query::local::LocalState;
@@ -155,6 +156,11 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
     let resp_task = tokio::spawn(query::resp::serve(resp, state, limits, trigger.subscribe()));
 
     let announcer = Arc::new(Announcer::new(&config, me)?);
+    // As long as a restore may wait for another producer's open transaction.
+    let stall_bound = config.kafka.transaction_timeout + std::time::Duration::from_secs(60);
+    let liveness = Arc::new(Liveness::new(config.stream_threads, stall_bound));
+    let watchdog = liveness::spawn_watchdog(liveness.clone(), metrics.clone(), trigger.subscribe())
+        .map_err(DaemonError::Runtime)?;
     // Any stream thread that ends on its own (an error) stops the whole instance, like an
     // uncaught exception in a Kafka Streams thread with the default SHUTDOWN_CLIENT handler.
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -168,6 +174,7 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
             local: local.clone(),
             metrics: metrics.clone(),
             announcer: Some(announcer.clone()),
+            liveness: liveness.clone(),
         };
         let stream_shutdown = trigger.subscribe();
         let done_tx = done_tx.clone();
@@ -215,6 +222,7 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
         }
     }
     let _ = owners_reader.join();
+    let _ = watchdog.join();
     let _ = admin_closer.join();
     // The first failure is the cause; threads stopped by it end cleanly or with its echo.
     for result in results {

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::domain::HelloState;
-use crate::kafka::reader_config;
-use crate::store::restore::{RestoreError, RestoreProgress, Restorer};
+use crate::store::restore::{RestoreError, RestoreLimits, RestoreProgress, Restorer};
 use crate::store::{partition_dir, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +80,8 @@ pub fn run(config: &Config, options: &DrillOptions) -> Result<Vec<PartitionRepor
         Some(p) => p.clone(),
         None => partitions_on_disk(config)?,
     };
-    let restorer = Restorer::new(&reader_config(config), &config.topics.changelog)?;
+    let ends = std::sync::Arc::new(crate::kafka::create_end_reader(config)?);
+    let restorer = Restorer::new(config, ends)?;
     let mut reports = Vec::new();
     for partition in partitions {
         let live = partition_dir(&config.state_dir, &config.application_id, partition);
@@ -109,10 +109,14 @@ pub fn run(config: &Config, options: &DrillOptions) -> Result<Vec<PartitionRepor
                     eprint!("\r{}", progress_line(partition, &progress, started));
                 }
             });
-            let result = restorer.restore_to(
+            let limits = RestoreLimits {
+                until: Some(checkpoint),
+                replay_from: None,
+            };
+            let result = restorer.restore_with(
                 &rebuilt,
                 partition,
-                Some(checkpoint),
+                limits,
                 &progress,
                 &AtomicBool::new(false),
             );

@@ -27,6 +27,7 @@ pub mod drill;
 pub mod fault;
 pub mod inspect;
 pub mod kafka;
+pub mod liveness;
 pub mod ownership;
 pub mod partitioner;
 pub mod processor;

@@ -2,7 +2,7 @@
 //! rebalances and failures. A plain OS thread, like Kafka Streams' StreamThread: every Kafka
 //! call on this path blocks, and none of it belongs on the async runtime.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -18,13 +18,16 @@ use crate::config::{Config, Guarantee};
 use crate::kafka::admin::Layout;
 use crate::kafka::consumer::{self, GroupConsumer, Rebalancer};
 use crate::kafka::producer::{CommitError, DeliveryTracker, Producer, ProducerError};
-use crate::kafka::reader_config;
+use crate::kafka::{create_end_reader, Reader};
+use crate::liveness::{Activity, Liveness};
 use crate::ownership::Announcer;
 use crate::query::local::LocalState;
 use crate::shutdown::Shutdown;
 use crate::sink::{InputRecord, Sink};
-use crate::store::restore::{RestoreError, RestoreProgress, RestoreReport, Restorer};
-use crate::store::{partition_dir, Store, StoreError};
+use crate::store::restore::{
+    retry_sliced, Cancel, RestoreError, RestoreLimits, RestoreProgress, RestoreReport, Restorer,
+};
+use crate::store::{partition_dir, OpenFailure, Store, StoreError};
 use crate::task::{Task, TaskError};
 use crate::telemetry::Metrics;
 
@@ -65,6 +68,7 @@ pub struct Setup {
     pub local: Arc<LocalState>,
     pub metrics: Arc<Metrics>,
     pub announcer: Option<Arc<Announcer>>,
+    pub liveness: Arc<Liveness>,
 }
 
 /// Runs the stream thread until shutdown. Returns after the final commit.
@@ -75,7 +79,7 @@ pub fn run(setup: Setup, shutdown: Shutdown) -> Result<(), ProcessorError> {
     let hooks = Arc::new(Hooks::default());
     let consumer = consumer::create(&setup.config, hooks.clone())?;
     consumer.subscribe(&[&setup.config.topics.input])?;
-    let engine = Arc::new(Mutex::new(Engine::new(setup, restored_tx)?));
+    let engine = Arc::new(Mutex::new(Engine::new(setup, restored_tx, shutdown.clone())?));
     let _ = hooks.0.set(engine.clone());
     lock(&engine).local.set_running(true);
     let result = poll_loop(&engine, &consumer, &restored_rx, &shutdown);
@@ -140,6 +144,7 @@ fn poll_loop(
         let mut engine = lock(engine);
         engine.maybe_punctuate(consumer)?;
         engine.maybe_commit(consumer)?;
+        engine.observe(consumer);
         if let Some(error) = engine.failed.take() {
             return Err(error);
         }
@@ -182,13 +187,18 @@ impl Rebalancer for Hooks {
     }
 }
 
-/// A restore that finished on its thread; the stream thread activates the task.
+/// A restore that finished on its thread; the stream thread activates the task if the
+/// restore is still the one it started for the partition.
 struct Restored {
     partition: i32,
+    generation: u64,
     result: Result<(Store, Offset, RestoreReport), RestoreError>,
 }
 
+/// A restore running on its own thread. `generation` tells it apart from an earlier restore of
+/// the same partition that was revoked and whose result may still arrive.
 struct Restoring {
+    generation: u64,
     cancel: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
@@ -200,12 +210,21 @@ struct Engine {
     sink: Sink,
     tasks: BTreeMap<i32, Task>,
     restoring: HashMap<i32, Restoring>,
-    /// Restore threads whose result is in; they are still closing their changelog reader.
+    /// Assigned partitions waiting for a restore slot (`app.max_concurrent_restores`).
+    queued: VecDeque<(i32, Arc<RestoreProgress>)>,
+    generation: u64,
+    /// Restore threads whose result is in, or that were cancelled; they are still closing
+    /// their changelog reader or noticing the cancel.
     finishing: Vec<JoinHandle<()>>,
+    /// Asks partition ends as a read_uncommitted reader sees them; shared by the restores.
+    ends: Arc<Reader>,
+    shutdown: Shutdown,
     restored_tx: mpsc::Sender<Restored>,
     local: Arc<LocalState>,
     metrics: Arc<Metrics>,
     announcer: Option<Arc<Announcer>>,
+    liveness: Arc<Liveness>,
+    last_observed: Instant,
     /// The query cache budget (`query.cache_max_entries`) split over the input partitions.
     cache_entries_per_store: usize,
     in_txn: bool,
@@ -252,7 +271,11 @@ fn create_producer(
 }
 
 impl Engine {
-    fn new(setup: Setup, restored_tx: mpsc::Sender<Restored>) -> Result<Engine, ProcessorError> {
+    fn new(
+        setup: Setup,
+        restored_tx: mpsc::Sender<Restored>,
+        shutdown: Shutdown,
+    ) -> Result<Engine, ProcessorError> {
         let producer = create_producer(
             &setup.config,
             &setup.instance_id,
@@ -262,7 +285,12 @@ impl Engine {
         let sink = Sink::new(producer, &setup.config, setup.layout);
         let cache_entries_per_store =
             setup.config.query.cache_max_entries / setup.layout.input.max(1) as usize;
+        let ends = Arc::new(create_end_reader(&setup.config)?);
         Ok(Engine {
+            queued: VecDeque::new(),
+            generation: 0,
+            ends,
+            shutdown,
             next_punctuation: setup.config.reset_interval.map(|i| Instant::now() + i),
             cache_entries_per_store,
             config: setup.config,
@@ -276,6 +304,8 @@ impl Engine {
             local: setup.local,
             metrics: setup.metrics,
             announcer: setup.announcer,
+            liveness: setup.liveness,
+            last_observed: Instant::now(),
             in_txn: false,
             txn_started: Instant::now(),
             failed: None,
@@ -293,6 +323,37 @@ impl Engine {
             wait = wait.min(at.saturating_duration_since(now));
         }
         wait
+    }
+
+    /// About twice a second: each active partition's lag (records between the consumer's
+    /// position and the end the last fetch saw) for status and metrics, and whether the
+    /// thread has anything to do; a thread with nothing to do is making progress.
+    fn observe(&mut self, consumer: &GroupConsumer) {
+        if self.last_observed.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        self.last_observed = Instant::now();
+        let positions = consumer.position().unwrap_or_default();
+        let mut behind = false;
+        for &partition in self.tasks.keys() {
+            let input = &self.config.topics.input;
+            let position = positions
+                .find_partition(input, partition)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .or_else(|| self.local.position(partition));
+            let end = cached_high_watermark(consumer, input, partition);
+            if let (Some(position), Some(end)) = (position, end) {
+                let lag = (end - position).max(0);
+                self.local.set_lag(partition, lag);
+                behind |= lag > 0;
+            }
+        }
+        if !behind && !self.in_txn {
+            self.liveness.progressed(self.thread);
+        }
     }
 
     fn begin_if_needed(&mut self) -> Result<(), ProcessorError> {
@@ -386,6 +447,7 @@ impl Engine {
         let started = Instant::now();
         let offsets = self.pending_offsets()?;
         let group = consumer.group_metadata();
+        self.liveness.doing(self.thread, Activity::Committing);
         #[cfg(feature = "fault-hooks")]
         crate::fault::before_commit();
         match self.sink.producer().commit(&offsets, group.as_ref()) {
@@ -419,6 +481,8 @@ impl Engine {
         }
         let took = started.elapsed();
         self.metrics.commit_took(took);
+        self.liveness.doing(self.thread, Activity::Polling);
+        self.liveness.progressed(self.thread);
         tracing::debug!(?took, open_for = ?self.txn_started.elapsed(), "transaction committed");
         Ok(())
     }
@@ -430,6 +494,7 @@ impl Engine {
         failure: Failure,
     ) -> Result<(), ProcessorError> {
         Metrics::inc(&self.metrics.aborts);
+        self.liveness.doing(self.thread, Activity::Aborting);
         let mut recreate = failure != Failure::Aborted;
         if !recreate {
             if let Err(error) = self.sink.producer().abort() {
@@ -442,6 +507,7 @@ impl Engine {
             task.rollback();
         }
         if recreate {
+            self.liveness.doing(self.thread, Activity::Recovering);
             // Re-initialising with the same transactional id completes or aborts whatever the
             // old producer left open; only then is the changelog's end the truth.
             let old = self.sink.replace_producer(create_producer(
@@ -454,17 +520,13 @@ impl Engine {
             Metrics::inc(&self.metrics.producer_recreated);
         }
         if failure == Failure::Unknown || recreate {
-            let restorer =
-                Restorer::new(&reader_config(&self.config), &self.config.topics.changelog)?;
+            // The committed transaction, if it was, is in the changelog past each checkpoint;
+            // the restore reads to the true end, waiting out any transaction still open.
+            let restorer = Restorer::new(&self.config, self.ends.clone())?;
             for task in self.tasks.values() {
                 let progress = RestoreProgress::default();
                 let report = restorer
-                    .restore(
-                        task.store(),
-                        task.partition,
-                        &progress,
-                        &AtomicBool::new(false),
-                    )
+                    .restore(task.store(), task.partition, &progress, &self.shutdown)
                     .map_err(|source| ProcessorError::Restore {
                         partition: task.partition,
                         source,
@@ -472,7 +534,10 @@ impl Engine {
                 self.metrics.restored(report.records, report.elapsed);
             }
         }
-        self.rewind(consumer)
+        self.liveness.doing(self.thread, Activity::Rewinding);
+        let rewound = self.rewind(consumer);
+        self.liveness.doing(self.thread, Activity::Polling);
+        rewound
     }
 
     /// Seeks every active partition back to its committed input offset.
@@ -493,8 +558,7 @@ impl Engine {
             };
             seeks.add_partition_offset(element.topic(), element.partition(), offset)?;
         }
-        consumer.seek_partitions(seeks, KAFKA_TIMEOUT)?;
-        Ok(())
+        seek(consumer, seeks)
     }
 
     fn revoke(
@@ -520,12 +584,15 @@ impl Engine {
             }
         }
         for partition in partitions {
+            // Not joined: the restore may be inside a broker request; it notices the cancel
+            // within a second, and its result, if any, no longer matches a generation.
             if let Some(restoring) = self.restoring.remove(partition) {
                 restoring
                     .cancel
                     .store(true, std::sync::atomic::Ordering::Relaxed);
-                let _ = restoring.thread.join();
+                self.finishing.push(restoring.thread);
             }
+            self.queued.retain(|(p, _)| p != partition);
             self.local.remove(*partition);
             if let Some(task) = self.tasks.remove(partition) {
                 if let Err(error) = task.store().flush() {
@@ -552,11 +619,27 @@ impl Engine {
         for &partition in partitions {
             let progress = Arc::new(RestoreProgress::default());
             self.local.set_restoring(partition, progress.clone());
+            self.queued.push_back((partition, progress));
+        }
+        // After the restoring views exist, so readiness never flickers on in between.
+        self.local.set_joined(self.thread);
+        self.start_restores()
+    }
+
+    /// Starts queued restores while fewer than `app.max_concurrent_restores` run.
+    fn start_restores(&mut self) -> Result<(), ProcessorError> {
+        while self.restoring.len() < self.config.max_concurrent_restores {
+            let Some((partition, progress)) = self.queued.pop_front() else {
+                break;
+            };
+            self.generation += 1;
             let cancel = Arc::new(AtomicBool::new(false));
             let job = RestoreJob {
                 config: self.config.clone(),
                 metrics: self.metrics.clone(),
+                ends: self.ends.clone(),
                 partition,
+                generation: self.generation,
                 progress,
                 cancel: cancel.clone(),
                 done: self.restored_tx.clone(),
@@ -570,11 +653,15 @@ impl Engine {
                         source: e,
                     })
                 })?;
-            self.restoring
-                .insert(partition, Restoring { cancel, thread });
+            self.restoring.insert(
+                partition,
+                Restoring {
+                    generation: self.generation,
+                    cancel,
+                    thread,
+                },
+            );
         }
-        // After the restoring views exist, so readiness never flickers on in between.
-        self.local.set_joined(self.thread);
         Ok(())
     }
 
@@ -589,13 +676,22 @@ impl Engine {
     }
 
     fn activate(&mut self, consumer: &GroupConsumer, done: Restored) -> Result<(), ProcessorError> {
+        if self
+            .restoring
+            .get(&done.partition)
+            .is_none_or(|r| r.generation != done.generation)
+        {
+            // Revoked while restoring (and maybe assigned again since): not this store.
+            return Ok(());
+        }
         let Some(restoring) = self.restoring.remove(&done.partition) else {
-            return Ok(()); // revoked while restoring
+            return Ok(());
         };
         // Not joined here: closing the thread's reader takes librdkafka ~100 ms, which
         // would delay this partition's activation (and every later one).
         self.finishing.push(restoring.thread);
         self.reap_finished_restores();
+        self.start_restores()?;
         let (store, committed, report) = done.result.map_err(|source| ProcessorError::Restore {
             partition: done.partition,
             source,
@@ -610,7 +706,7 @@ impl Engine {
         let store = Arc::new(store.with_read_cache(self.cache_entries_per_store));
         let mut position = TopicPartitionList::new();
         position.add_partition_offset(&self.config.topics.input, done.partition, committed)?;
-        consumer.seek_partitions(position.clone(), KAFKA_TIMEOUT)?;
+        seek(consumer, position.clone())?;
         consumer.resume(&position)?;
         self.tasks.insert(
             done.partition,
@@ -632,10 +728,15 @@ impl Engine {
         } else {
             Ok(())
         };
-        for (_, restoring) in self.restoring.drain() {
+        self.queued.clear();
+        // Cancel all first, then join: each notices within a broker request slice.
+        let running: Vec<Restoring> = self.restoring.drain().map(|(_, r)| r).collect();
+        for restoring in &running {
             restoring
                 .cancel
                 .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        for restoring in running {
             let _ = restoring.thread.join();
         }
         for thread in self.finishing.drain(..) {
@@ -649,6 +750,54 @@ impl Engine {
         }
         self.sink.producer().close();
         committed
+    }
+}
+
+/// The partition's end as of the consumer's last fetch response: no broker round trip (rdkafka
+/// only wraps the querying variant).
+fn cached_high_watermark(consumer: &GroupConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the handle lives as long as `consumer`; the call only reads librdkafka's cached
+    // partition state under its own lock and writes the two out-parameters.
+    let error = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
+/// Seeks every listed partition, or fails. librdkafka reports a seek it could not apply (no
+/// leader during a broker outage, say) per partition inside the returned list; going on then
+/// would keep fetching from the old position, past records of the aborted transaction.
+fn seek(consumer: &GroupConsumer, wanted: TopicPartitionList) -> Result<(), ProcessorError> {
+    let deadline = Instant::now() + KAFKA_TIMEOUT;
+    let mut pending = wanted;
+    loop {
+        let result = consumer.seek_partitions(pending.clone(), Duration::from_secs(5))?;
+        let mut failed = TopicPartitionList::new();
+        let mut last_error = None;
+        for element in result.elements() {
+            if let Err(error) = element.error() {
+                failed.add_partition_offset(element.topic(), element.partition(), element.offset())?;
+                last_error = Some(error);
+            }
+        }
+        let Some(error) = last_error else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            return Err(ProcessorError::Kafka(error));
+        }
+        tracing::info!(%error, partitions = failed.count(), "seek not applied yet, retrying");
+        std::thread::sleep(Duration::from_millis(200));
+        pending = failed;
     }
 }
 
@@ -666,11 +815,20 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// How long a store's lock may be held elsewhere (a closing handle of this process, a
+/// restore that was cancelled) before the task gives up; never a reason to delete the store.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+/// KAFKA-20416: a coordinator that is moving may answer "no committed offset" for a group that
+/// has one. A store that holds state while the group says "no offset" asks again for this long.
+const NO_OFFSET_RECHECK: Duration = Duration::from_secs(10);
+
 /// Opens a partition's store and restores it, on its own thread.
 struct RestoreJob {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
+    ends: Arc<Reader>,
     partition: i32,
+    generation: u64,
     progress: Arc<RestoreProgress>,
     cancel: Arc<AtomicBool>,
     done: mpsc::Sender<Restored>,
@@ -679,13 +837,13 @@ struct RestoreJob {
 impl RestoreJob {
     fn run(self) {
         // The reader is created first, so it connects while the store opens.
-        let (result, restorer) =
-            match Restorer::new(&reader_config(&self.config), &self.config.topics.changelog) {
-                Ok(restorer) => (self.restore(&restorer), Some(restorer)),
-                Err(error) => (Err(error.into()), None),
-            };
+        let (result, restorer) = match Restorer::new(&self.config, self.ends.clone()) {
+            Ok(restorer) => (self.restore(&restorer), Some(restorer)),
+            Err(error) => (Err(error.into()), None),
+        };
         let _ = self.done.send(Restored {
             partition: self.partition,
+            generation: self.generation,
             result,
         });
         // Only now: destroying a librdkafka client takes ~100 ms.
@@ -701,54 +859,53 @@ impl RestoreJob {
         let started = Instant::now();
         let mut store = self.open_or_rebuild(&path)?;
         let opened = started.elapsed();
-        let mut report =
-            match restorer.restore(&store, self.partition, &self.progress, &self.cancel) {
-                Err(RestoreError::CheckpointAhead {
-                    checkpoint, end, ..
-                }) => {
-                    tracing::warn!(
-                        partition = self.partition,
-                        checkpoint,
-                        end,
-                        "store checkpoint is ahead of the changelog, rebuilding it"
-                    );
-                    Metrics::inc(&self.metrics.stores_rebuilt);
-                    drop(store);
-                    Store::wipe(&path)?;
-                    store = Store::open(&path)?;
-                    restorer.restore(&store, self.partition, &self.progress, &self.cancel)?
-                }
-                other => other?,
-            };
-        let caught_up = started.elapsed();
-        // The committed offset must be read with require_stable (librdkafka does so under
-        // read_committed): it waits for a previous owner's pending transaction to finish.
-        // That transaction may have added changelog records, so catch up once more after it.
-        let mut wanted = TopicPartitionList::new();
-        wanted.add_partition(&self.config.topics.input, self.partition);
-        let committed = restorer
-            .consumer()
-            .committed_offsets(wanted, KAFKA_TIMEOUT)?
-            .elements()
-            .first()
-            .map(|e| e.offset())
-            .unwrap_or(Offset::Invalid);
-        let committed = match committed {
-            Offset::Offset(o) => Offset::Offset(o),
-            // Seeking to the logical BEGINNING and resuming right after made librdkafka drop
-            // its own offset lookup as outdated and retry it on a 500 ms timer: every fresh
-            // start processed nothing for half a second. An absolute offset needs no lookup.
-            _ => {
-                let (low, _) = restorer.consumer().fetch_watermarks(
-                    &self.config.topics.input,
-                    self.partition,
-                    KAFKA_TIMEOUT,
-                )?;
-                Offset::Offset(low)
+        let cancel: &dyn Cancel = &*self.cancel;
+        // At least once, the output of input past the committed offset may never have been
+        // delivered, so the state of that input is not restored: the task folds it again.
+        let mut limits = RestoreLimits::default();
+        let mut committed = None;
+        if self.config.guarantee == Guarantee::AtLeastOnce {
+            let offset = self.committed_offset(restorer, &store)?;
+            if let Offset::Offset(o) = offset {
+                limits.replay_from = Some(o);
             }
+            committed = Some(offset);
+        }
+        let mut report = match restorer.restore_with(
+            &store,
+            self.partition,
+            limits,
+            &self.progress,
+            cancel,
+        ) {
+            Err(RestoreError::CheckpointAhead {
+                checkpoint, end, ..
+            }) => {
+                tracing::warn!(
+                    partition = self.partition,
+                    path = %path.display(),
+                    checkpoint,
+                    end,
+                    "store checkpoint is beyond the true end of the changelog (was the topic recreated?); rebuilding the store"
+                );
+                Metrics::inc(&self.metrics.stores_rebuilt);
+                drop(store);
+                Store::wipe(&path)?;
+                store = Store::open(&path)?;
+                restorer.restore_with(&store, self.partition, limits, &self.progress, cancel)?
+            }
+            other => other?,
+        };
+        let caught_up = started.elapsed();
+        // Under exactly-once the committed offset is read with require_stable (librdkafka does
+        // so under read_committed): it waits for a previous owner's pending transaction. That
+        // transaction may have added changelog records, so catch up once more after it.
+        let committed = match committed {
+            Some(offset) => offset,
+            None => self.committed_offset(restorer, &store)?,
         };
         let stable = started.elapsed();
-        let tail = restorer.restore(&store, self.partition, &self.progress, &self.cancel)?;
+        let tail = restorer.restore_with(&store, self.partition, limits, &self.progress, cancel)?;
         tracing::debug!(
             partition = self.partition,
             opened = ?opened,
@@ -758,30 +915,88 @@ impl RestoreJob {
             "restore timeline"
         );
         report.records += tail.records;
+        report.held_back += tail.held_back;
         report.checkpoint = tail.checkpoint;
+        if report.held_back > 0 {
+            Metrics::add(&self.metrics.records_reprocessed, report.held_back);
+            tracing::info!(
+                partition = self.partition,
+                records = report.held_back,
+                from = ?committed,
+                "at least once: changelog states past the committed input offset not restored; that input is folded again and its output may repeat"
+            );
+        }
         Ok((store, committed, report))
     }
 
-    /// Opens the store; a store that cannot be opened (corrupt) is wiped and rebuilt from
-    /// the changelog. A lock held by a closing handle of this process is waited out.
-    fn open_or_rebuild(&self, path: &std::path::Path) -> Result<Store, StoreError> {
-        let mut attempts = 0;
+    /// The group's committed input offset for the partition, as an absolute offset.
+    fn committed_offset(&self, restorer: &Restorer, store: &Store) -> Result<Offset, RestoreError> {
+        let cancel: &dyn Cancel = &*self.cancel;
+        let input = &self.config.topics.input;
+        let started = Instant::now();
+        let committed = loop {
+            let mut wanted = TopicPartitionList::new();
+            wanted.add_partition(input, self.partition);
+            let offset = retry_sliced(cancel, || {
+                restorer
+                    .consumer()
+                    .committed_offsets(wanted.clone(), Duration::from_secs(1))
+            })?
+            .elements()
+            .first()
+            .map(|e| e.offset())
+            .unwrap_or(Offset::Invalid);
+            let has_state = store.checkpoint()?.is_some_and(|c| c > 0);
+            if matches!(offset, Offset::Offset(_))
+                || !has_state
+                || started.elapsed() >= NO_OFFSET_RECHECK
+            {
+                if !matches!(offset, Offset::Offset(_)) && has_state {
+                    tracing::warn!(
+                        partition = self.partition,
+                        "the group has no committed offset for a partition whose store holds state; starting from the beginning (replayed input is skipped by each key's last offset)"
+                    );
+                }
+                break offset;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        Ok(match committed {
+            Offset::Offset(o) => Offset::Offset(o),
+            // Seeking to the logical BEGINNING and resuming right after made librdkafka drop
+            // its own offset lookup as outdated and retry it on a 500 ms timer: every fresh
+            // start processed nothing for half a second. An absolute offset needs no lookup.
+            _ => {
+                let (low, _) = restorer.true_end(input, self.partition, cancel)?;
+                Offset::Offset(low)
+            }
+        })
+    }
+
+    /// Opens the store. Only a store RocksDB reports as corrupt is wiped (and rebuilt from the
+    /// changelog); a lock held elsewhere is waited out, and resource errors (descriptors,
+    /// permissions, a full disk) fail the task with the path and the cause.
+    fn open_or_rebuild(&self, path: &std::path::Path) -> Result<Store, RestoreError> {
+        let started = Instant::now();
         loop {
-            match Store::open(path) {
+            if self.cancel.cancelled() {
+                return Err(RestoreError::Cancelled);
+            }
+            let error = match Store::open(path) {
                 Ok(store) => return Ok(store),
-                Err(StoreError::Open { source, .. })
-                    if source.to_string().contains("lock") && attempts < 50 =>
-                {
-                    attempts += 1;
+                Err(error) => error,
+            };
+            match error.open_failure() {
+                Some(OpenFailure::Locked) if started.elapsed() < LOCK_WAIT => {
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Err(StoreError::Open { source, .. }) => {
-                    tracing::warn!(partition = self.partition, path = %path.display(), error = %source, "state store cannot be opened, rebuilding it from the changelog");
+                Some(OpenFailure::Corrupt) => {
+                    tracing::warn!(partition = self.partition, path = %path.display(), %error, cause = ?std::error::Error::source(&error).map(|s| s.to_string()), "state store is corrupt, rebuilding it from the changelog");
                     Metrics::inc(&self.metrics.stores_rebuilt);
                     Store::wipe(path)?;
-                    return Store::open(path);
+                    return Ok(Store::open(path)?);
                 }
-                Err(other) => return Err(other),
+                _ => return Err(error.into()),
             }
         }
     }

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub hellos_counted: AtomicU64,
     pub records_dead_lettered: AtomicU64,
     pub records_skipped_replayed: AtomicU64,
+    /// At least once: input folded again after a crash because its output may be missing.
+    pub records_reprocessed: AtomicU64,
+    /// 1 while the stall watchdog finds a stream thread making no progress.
+    pub stalled_threads: AtomicU64,
     pub commits: AtomicU64,
     pub aborts: AtomicU64,
     pub commit_latency_us_total: AtomicU64,
@@ -64,6 +68,10 @@ impl Metrics {
         add(counter, 1);
     }
 
+    pub fn add(counter: &AtomicU64, n: u64) {
+        add(counter, n);
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -94,6 +102,18 @@ impl Metrics {
                 "counter",
                 "records at or below a key's last applied offset, skipped",
                 get(&self.records_skipped_replayed) as f64,
+            ),
+            (
+                "hello_streams_reprocessed_records_total",
+                "counter",
+                "at least once: input records folded again after a crash because their output may not have been delivered (their output records may repeat)",
+                get(&self.records_reprocessed) as f64,
+            ),
+            (
+                "hello_streams_stalled_threads",
+                "gauge",
+                "stream threads that made no progress for longer than the stall bound while they had work",
+                get(&self.stalled_threads) as f64,
             ),
             (
                 "hello_streams_commit_total",
@@ -142,7 +162,7 @@ impl Metrics {
             (
                 "hello_streams_stores_rebuilt_total",
                 "counter",
-                "stores wiped and rebuilt (corrupt, or checkpoint ahead of the changelog)",
+                "stores wiped and rebuilt (RocksDB reported corruption, or the checkpoint is beyond the changelog's end)",
                 get(&self.stores_rebuilt) as f64,
             ),
             (

@@ -83,3 +83,12 @@ pub type Reader = BaseConsumer<ReaderContext>;
 pub fn create_reader(config: &Config) -> Result<Reader, KafkaError> {
     reader_config(config).create_with_context(ReaderContext)
 }
+
+/// A client that only asks for partition ends as a `read_uncommitted` reader sees them (the
+/// high watermark): the true end of a changelog, past any open transaction. librdkafka lists
+/// offsets with the handle's isolation level, and only a consumer handle has one.
+pub fn create_end_reader(config: &Config) -> Result<Reader, KafkaError> {
+    let mut client = reader_config(config);
+    client.set("isolation.level", "read_uncommitted");
+    client.create_with_context(ReaderContext)
+}

@@ -288,6 +288,7 @@ pub(crate) mod fake {
                     restored: 0,
                     restore_total: 0,
                     lag: Some(0),
+                    waiting_for_transaction_at: None,
                 }],
             }
         }

@@ -24,13 +24,23 @@ enum View {
 #[repr(align(64))]
 struct Slot(RwLock<Option<View>>, Position);
 
-/// The input offset after the last record whose effect the partition's store holds (what a
-/// read of it reflects); -1 while unknown.
-struct Position(AtomicI64);
+/// `next`: the input offset after the last record whose effect the partition's store holds
+/// (what a read of it reflects); `lag`: input records beyond the stream thread's position.
+/// -1: unknown.
+struct Position {
+    next: AtomicI64,
+    lag: AtomicI64,
+}
 
 impl Default for Slot {
     fn default() -> Self {
-        Slot(RwLock::default(), Position(AtomicI64::new(-1)))
+        Slot(
+            RwLock::default(),
+            Position {
+                next: AtomicI64::new(-1),
+                lag: AtomicI64::new(-1),
+            },
+        )
     }
 }
 
@@ -115,19 +125,31 @@ impl LocalState {
     pub fn remove(&self, partition: i32) {
         self.set(partition, None);
         self.set_position(partition, -1);
+        self.set_lag(partition, -1);
     }
 
     /// The stream thread committed partition `partition` up to input offset `next_offset`
     /// (exclusive), and its store holds those effects.
     pub fn set_position(&self, partition: i32, next_offset: i64) {
         if let Some(slot) = self.slot(partition) {
-            slot.1 .0.store(next_offset, Ordering::Release);
+            slot.1.next.store(next_offset, Ordering::Release);
         }
+    }
+
+    pub fn set_lag(&self, partition: i32, lag: i64) {
+        if let Some(slot) = self.slot(partition) {
+            slot.1.lag.store(lag, Ordering::Relaxed);
+        }
+    }
+
+    fn lag(&self, partition: i32) -> Option<u64> {
+        let lag = self.slot(partition)?.1.lag.load(Ordering::Relaxed);
+        u64::try_from(lag).ok()
     }
 
     /// What [`LocalState::set_position`] last said for `partition`; `None` while unknown.
     pub fn position(&self, partition: i32) -> Option<i64> {
-        let offset = self.slot(partition)?.1 .0.load(Ordering::Acquire);
+        let offset = self.slot(partition)?.1.next.load(Ordering::Acquire);
         (offset >= 0).then_some(offset)
     }
 
@@ -189,7 +211,8 @@ impl StateQuery for LocalState {
                     state: "active",
                     restored: 0,
                     restore_total: 0,
-                    lag: None,
+                    lag: self.lag(partition).map(|l| l as i64),
+                    waiting_for_transaction_at: None,
                 }),
                 View::Restoring(p) => Some(PartitionStatus {
                     partition,
@@ -197,6 +220,7 @@ impl StateQuery for LocalState {
                     restored: p.restored.load(Ordering::Relaxed),
                     restore_total: p.total.load(Ordering::Relaxed),
                     lag: None,
+                    waiting_for_transaction_at: p.waiting_for_transaction_at(),
                 }),
             })
             .collect();
@@ -218,7 +242,19 @@ impl StateQuery for LocalState {
                 None => {}
             }
         }
-        self.metrics.render(&[
+        let mut lagging = Vec::new();
+        for (partition, view) in self.views() {
+            if matches!(view.as_ref(), Some(View::Active(_))) {
+                if let Some(lag) = self.lag(partition) {
+                    lagging.push((partition, lag));
+                }
+            }
+        }
+        let lags: String = lagging
+            .iter()
+            .map(|(p, lag)| format!("hello_streams_records_lag{{partition=\"{p}\"}} {lag}\n"))
+            .collect();
+        let mut text = self.metrics.render(&[
             (
                 "hello_streams_active_tasks",
                 "partitions processed by this instance",
@@ -229,11 +265,19 @@ impl StateQuery for LocalState {
                 "partitions restoring on this instance",
                 restoring,
             ),
-        ])
+        ]);
+        if !lags.is_empty() {
+            text.push_str(
+                "# HELP hello_streams_records_lag input records beyond the stream thread's position, per active partition (Kafka Streams: records-lag)\n# TYPE hello_streams_records_lag gauge\n",
+            );
+            text.push_str(&lags);
+        }
+        text
     }
 
     fn ready(&self) -> bool {
         self.running.load(Ordering::Acquire) >= self.threads
+            && self.metrics.stalled_threads.load(Ordering::Relaxed) == 0
             && self.all_joined()
             && !self
                 .views()

@@ -64,6 +64,10 @@ pub struct PartitionStatus {
     pub restored: u64,
     pub restore_total: u64,
     pub lag: Option<i64>,
+    /// While restoring: the changelog offset at which another producer's open transaction
+    /// holds the restore back (it waits for the commit or abort).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for_transaction_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

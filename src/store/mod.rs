@@ -57,6 +57,46 @@ pub enum StoreError {
     },
 }
 
+/// Why a store could not be opened, as far as deciding what to do goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenFailure {
+    /// Another handle holds the store's lock (a closing one of this process, usually).
+    Locked,
+    /// RocksDB found the store damaged (or files it lists missing): rebuild it.
+    Corrupt,
+    /// The machine refused (descriptors, permissions, space, I/O): retry or fail, never delete.
+    Resource,
+}
+
+impl StoreError {
+    /// For an open failure, what kind it is; `None` for other errors.
+    pub fn open_failure(&self) -> Option<OpenFailure> {
+        let StoreError::Open { source, .. } = self else {
+            return None;
+        };
+        Some(classify_open_error(source))
+    }
+}
+
+fn classify_open_error(error: &rocksdb::Error) -> OpenFailure {
+    let text = error.to_string();
+    if error.kind() == rocksdb::ErrorKind::Corruption {
+        return OpenFailure::Corrupt;
+    }
+    if error.kind() == rocksdb::ErrorKind::IOError {
+        // "While lock file: <dir>/LOCK: Resource temporarily unavailable" (another process),
+        // "lock hold by current process ... <dir>/LOCK" (a handle of this one).
+        if text.contains("/LOCK") {
+            return OpenFailure::Locked;
+        }
+        // A file the manifest lists (or CURRENT names) is gone: damaged, not short of space.
+        if text.contains("No such file or directory") {
+            return OpenFailure::Corrupt;
+        }
+    }
+    OpenFailure::Resource
+}
+
 /// One key's change inside a commit.
 pub struct Change<'a> {
     pub key: &'a [u8],
@@ -345,6 +385,32 @@ pub fn partition_dir(state_dir: &Path, application_id: &str, partition: i32) -> 
 mod tests {
     use super::*;
     use crate::domain::Mood;
+
+    #[test]
+    fn only_corruption_is_a_reason_to_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let locked = Store::open(dir.path()).err().unwrap();
+        assert_eq!(locked.open_failure(), Some(OpenFailure::Locked), "{locked:?}");
+        drop(store);
+        std::fs::write(dir.path().join("CURRENT"), b"MANIFEST-9-garbage\n\x00garbled").unwrap();
+        let corrupt = Store::open(dir.path()).err().unwrap();
+        assert_eq!(corrupt.open_failure(), Some(OpenFailure::Corrupt), "{corrupt:?}");
+
+        let other = tempfile::tempdir().unwrap();
+        Store::open(other.path()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let dir_mode = |mode| {
+            std::fs::set_permissions(other.path(), std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        // Root ignores permission bits; only check where they apply.
+        dir_mode(0o500);
+        if std::fs::File::create(other.path().join("probe")).is_err() {
+            let refused = Store::open(other.path()).err().unwrap();
+            assert_eq!(refused.open_failure(), Some(OpenFailure::Resource), "{refused:?}");
+        }
+        dir_mode(0o700);
+    }
 
     #[test]
     fn recovery_options_string_parses() {

@@ -1,26 +1,44 @@
 //! Rebuilding a partition's store from its changelog.
 //!
 //! A restore reads the changelog partition `read_committed` from the store's checkpoint to the
-//! end and writes it in large batches, each carrying the new checkpoint, so an interrupted
-//! restore resumes where it stopped. The end of a transactional partition is where the
-//! consumer reports end-of-partition: its last offset may be a commit marker, which carries no
-//! record, so comparing record offsets with the high watermark would wait forever.
+//! partition's *true* end and writes it in large batches, each carrying the new checkpoint, so
+//! an interrupted restore resumes where it stopped.
+//!
+//! The true end is the high watermark a `read_uncommitted` reader sees, taken when the restore
+//! starts (Kafka Streams does the same: KAFKA-10167). A `read_committed` reader stops at the
+//! last stable offset, which is the first record of the oldest open transaction: when a dead
+//! owner left one open, everything committed after it (by the new owner) lies beyond. Stopping
+//! there restored a stale store, and a store that had already folded those later updates looked
+//! "ahead of the changelog" and was wiped. So the restore is done only when the consumer's
+//! position reaches the true end; while an open transaction holds it back, it waits for the
+//! transaction to be committed or aborted (the broker aborts it at the transaction timeout),
+//! bounded, and says what it waits for. The position, not the last record's offset, is what
+//! counts: the end is usually a commit or abort marker, which carries no record.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka::{Reader, ReaderContext};
+use crate::config::Config;
+use crate::kafka::{reader_config, Reader, ReaderContext};
+use crate::shutdown::Shutdown;
 
-use super::{Store, StoreError};
+use super::{codec, Store, StoreError};
 
 const BATCH_RECORDS: usize = 20_000;
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// How long one broker request may take before the restore checks for cancellation again.
+const SLICE: Duration = Duration::from_secs(1);
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(30);
+/// On top of the transaction timeout: the broker looks for timed-out transactions only every
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms` (10 s by default), and then
+/// writes the abort markers.
+const OPEN_TRANSACTION_MARGIN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -29,7 +47,7 @@ pub enum RestoreError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(
-        "checkpoint {checkpoint} is ahead of the changelog end {end} of {topic} [{partition}]"
+        "checkpoint {checkpoint} is beyond the end {end} of {topic} [{partition}] (the topic was deleted or truncated)"
     )]
     CheckpointAhead {
         topic: String,
@@ -37,36 +55,104 @@ pub enum RestoreError {
         checkpoint: u64,
         end: i64,
     },
+    #[error(
+        "{topic} [{partition}]: a transaction open since offset {stable} kept the restore from \
+         the end {end} for {waited:?}; it should have been aborted at the transaction timeout \
+         (see the broker's transaction coordinator log)"
+    )]
+    OpenTransaction {
+        topic: String,
+        partition: i32,
+        stable: i64,
+        end: i64,
+        waited: Duration,
+    },
     #[error("restore cancelled")]
     Cancelled,
 }
 
+/// Whether a restore should stop early (revoke, shutdown).
+pub trait Cancel {
+    fn cancelled(&self) -> bool;
+}
+
+impl Cancel for AtomicBool {
+    fn cancelled(&self) -> bool {
+        self.load(Ordering::Relaxed)
+    }
+}
+
+impl Cancel for Shutdown {
+    fn cancelled(&self) -> bool {
+        self.is_triggered()
+    }
+}
+
 /// Progress of one restore, shared with the query servers (503 with progress) and logs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RestoreProgress {
     pub restored: AtomicU64,
     pub total: AtomicU64,
+    /// The changelog offset at which an open transaction holds the restore back; -1: none.
+    pub waiting_at: AtomicI64,
+}
+
+impl Default for RestoreProgress {
+    fn default() -> Self {
+        RestoreProgress {
+            restored: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            waiting_at: AtomicI64::new(-1),
+        }
+    }
+}
+
+impl RestoreProgress {
+    /// The offset an open transaction holds the restore at, if it waits for one.
+    pub fn waiting_for_transaction_at(&self) -> Option<i64> {
+        let at = self.waiting_at.load(Ordering::Relaxed);
+        (at >= 0).then_some(at)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestoreReport {
+    /// Changelog records read (applied or not).
     pub records: u64,
+    /// Records not applied because they describe input the task will process again.
+    pub held_back: u64,
     pub elapsed: Duration,
     pub checkpoint: u64,
+}
+
+/// What to restore beyond "everything up to the true end".
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreLimits {
+    /// Stop before this changelog offset (the drill rebuilds exactly what a checkpoint holds).
+    pub until: Option<u64>,
+    /// At-least-once: do not apply states that folded input at or after this offset. Their
+    /// output records may never have been delivered, and the task replays that input from the
+    /// committed offset; applying them would make the replay skip it as done.
+    pub replay_from: Option<i64>,
 }
 
 /// Reads changelog partitions into stores.
 pub struct Restorer {
     consumer: Reader,
+    /// `read_uncommitted`: where the true end of a partition is.
+    ends: Arc<Reader>,
     topic: String,
+    open_transaction_wait: Duration,
 }
 
 impl Restorer {
-    /// `config` comes from [`crate::kafka::reader_config`].
-    pub fn new(config: &ClientConfig, topic: &str) -> Result<Self, KafkaError> {
+    /// `ends` comes from [`crate::kafka::create_end_reader`] and may be shared.
+    pub fn new(config: &Config, ends: Arc<Reader>) -> Result<Self, KafkaError> {
         Ok(Restorer {
-            consumer: config.create_with_context(ReaderContext)?,
-            topic: topic.to_owned(),
+            consumer: reader_config(config).create_with_context(ReaderContext)?,
+            ends,
+            topic: config.topics.changelog.clone(),
+            open_transaction_wait: config.kafka.transaction_timeout + OPEN_TRANSACTION_MARGIN,
         })
     }
 
@@ -74,93 +160,198 @@ impl Restorer {
         &self.consumer
     }
 
-    /// Brings `store` up to the end of changelog `partition`.
+    /// Brings `store` up to the true end of changelog `partition`.
     pub fn restore(
         &self,
         store: &Store,
         partition: i32,
         progress: &RestoreProgress,
-        cancel: &AtomicBool,
+        cancel: &dyn Cancel,
     ) -> Result<RestoreReport, RestoreError> {
-        self.restore_to(store, partition, None, progress, cancel)
+        self.restore_with(store, partition, RestoreLimits::default(), progress, cancel)
     }
 
-    /// Like [`Restorer::restore`], but stops before changelog offset `limit` when given (the
-    /// drill rebuilds exactly the state a store's checkpoint reflects).
-    pub fn restore_to(
+    /// Low and high watermark of `topic` [`partition`] as a `read_uncommitted` reader sees
+    /// them, asked in short slices so a cancel is noticed while the broker is away.
+    pub fn true_end(
+        &self,
+        topic: &str,
+        partition: i32,
+        cancel: &dyn Cancel,
+    ) -> Result<(i64, i64), RestoreError> {
+        retry_sliced(cancel, || {
+            self.ends.fetch_watermarks(topic, partition, SLICE)
+        })
+    }
+
+    pub fn restore_with(
         &self,
         store: &Store,
         partition: i32,
-        limit: Option<u64>,
+        limits: RestoreLimits,
         progress: &RestoreProgress,
-        cancel: &AtomicBool,
+        cancel: &dyn Cancel,
     ) -> Result<RestoreReport, RestoreError> {
         let started = Instant::now();
-        let (low, mut high) =
-            self.consumer
-                .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT)?;
-        if let Some(limit) = limit {
-            high = high.min(limit as i64);
+        let (low, mut end) = self.true_end(&self.topic, partition, cancel)?;
+        if let Some(until) = limits.until {
+            end = end.min(until as i64);
         }
         let checkpoint = store.checkpoint()?.unwrap_or(0);
-        if checkpoint as i64 > high {
+        if checkpoint as i64 > end && limits.until.is_none() {
             return Err(RestoreError::CheckpointAhead {
                 topic: self.topic.clone(),
                 partition,
                 checkpoint,
-                end: high,
+                end,
             });
         }
         let start = (checkpoint as i64).max(low);
         progress
             .total
-            .store((high - start).max(0) as u64, Ordering::Relaxed);
+            .store((end - start).max(0) as u64, Ordering::Relaxed);
         progress.restored.store(0, Ordering::Relaxed);
-        if start >= high {
-            return Ok(RestoreReport {
-                records: 0,
-                elapsed: started.elapsed(),
-                checkpoint,
-            });
+        let mut report = RestoreReport {
+            records: 0,
+            held_back: 0,
+            elapsed: Duration::ZERO,
+            checkpoint,
+        };
+        if start >= end {
+            report.elapsed = started.elapsed();
+            return Ok(report);
         }
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(&self.topic, partition, Offset::Offset(start))?;
         self.consumer.assign(&assignment)?;
+        let result = self.replay(store, partition, start, end, limits, progress, cancel);
+        self.consumer.unassign()?;
+        progress.waiting_at.store(-1, Ordering::Relaxed);
+        let (records, held_back, next) = result?;
+        report.records = records;
+        report.held_back = held_back;
+        report.checkpoint = next.max(checkpoint);
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
 
+    /// The position of the restore consumer, which moves past transaction markers and aborted
+    /// records as well as past the records it hands out.
+    fn position(&self, partition: i32) -> Option<i64> {
+        let position = self.consumer.position().ok()?;
+        match position.find_partition(&self.topic, partition)?.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn replay(
+        &self,
+        store: &Store,
+        partition: i32,
+        start: i64,
+        end: i64,
+        limits: RestoreLimits,
+        progress: &RestoreProgress,
+        cancel: &dyn Cancel,
+    ) -> Result<(u64, u64, u64), RestoreError> {
         let mut keys: Vec<Vec<u8>> = Vec::with_capacity(BATCH_RECORDS);
         let mut values: Vec<Vec<u8>> = Vec::with_capacity(BATCH_RECORDS);
-        let mut next_offset = start as u64;
+        let mut next_offset = start;
         let mut records = 0u64;
+        let mut held_back = 0u64;
         let mut last_progress = Instant::now();
-        let result = loop {
-            if cancel.load(Ordering::Relaxed) {
-                break Err(RestoreError::Cancelled);
+        // The last message or position move; a read that stands still short of the end is held
+        // at the last stable offset by an open transaction (end-of-partition is not reported
+        // when the read starts beyond that offset, so the clock decides).
+        let mut last_advance = Instant::now();
+        let mut last_wait_log: Option<Instant> = None;
+        let mut applied_up_to = start;
+        loop {
+            if cancel.cancelled() {
+                return Err(RestoreError::Cancelled);
             }
             let reached_end = match self.consumer.poll(Duration::from_millis(100)) {
-                None => false,
-                Some(Err(KafkaError::PartitionEOF(_))) => true,
-                Some(Err(error)) => break Err(error.into()),
-                Some(Ok(message)) => {
-                    // A compacted-away key or a tombstone carries no value: nothing to restore.
-                    if let (Some(key), Some(value)) = (message.key(), message.payload()) {
-                        keys.push(key.to_vec());
-                        values.push(value.to_vec());
+                // Wherever the read stopped: done if the position is at the true end.
+                None | Some(Err(KafkaError::PartitionEOF(_))) => {
+                    let position = self.position(partition).unwrap_or(next_offset).min(end);
+                    if position > next_offset {
+                        next_offset = position;
+                        last_advance = Instant::now();
                     }
-                    next_offset = message.offset() as u64 + 1;
-                    records += 1;
-                    next_offset as i64 >= high
+                    next_offset >= end
+                }
+                Some(Err(error)) => return Err(error.into()),
+                Some(Ok(message)) => {
+                    if message.offset() >= end {
+                        // Only with an `until` limit: nothing past it belongs to this store.
+                        true
+                    } else {
+                        // A compacted-away key or a tombstone carries no value: nothing to restore.
+                        if let (Some(key), Some(value)) = (message.key(), message.payload()) {
+                            if held_back_by(key, value, limits.replay_from) {
+                                held_back += 1;
+                            } else {
+                                keys.push(key.to_vec());
+                                values.push(value.to_vec());
+                            }
+                        }
+                        next_offset = message.offset() + 1;
+                        records += 1;
+                        last_advance = Instant::now();
+                        progress.waiting_at.store(-1, Ordering::Relaxed);
+                        next_offset >= end
+                    }
                 }
             };
-            let reached_end = reached_end || (limit.is_some() && next_offset as i64 >= high);
-            if keys.len() >= BATCH_RECORDS || (reached_end && next_offset > checkpoint) {
+            let next = next_offset.min(end);
+            if keys.len() >= BATCH_RECORDS || (reached_end && next > applied_up_to) {
                 let batch = keys
                     .iter()
                     .zip(values.iter())
                     .map(|(k, v)| (&k[..], &v[..]));
-                store.apply_changelog(batch, next_offset)?;
+                store.apply_changelog(batch, next as u64)?;
+                applied_up_to = next;
                 keys.clear();
                 values.clear();
                 progress.restored.store(records, Ordering::Relaxed);
+            }
+            if reached_end {
+                return Ok((records, held_back, next as u64));
+            }
+            let waited = last_advance.elapsed();
+            if waited >= Duration::from_secs(1) {
+                if last_wait_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+                    last_wait_log = Some(Instant::now());
+                    // A read_committed listing ends at the last stable offset: the first
+                    // record of the oldest open transaction.
+                    let stable = self
+                        .consumer
+                        .fetch_watermarks(&self.topic, partition, SLICE)
+                        .map(|(_, stable)| stable)
+                        .unwrap_or(next_offset);
+                    progress.waiting_at.store(stable, Ordering::Relaxed);
+                    tracing::info!(
+                        topic = %self.topic,
+                        partition,
+                        open_since = stable,
+                        position = next_offset,
+                        end,
+                        waited_s = waited.as_secs(),
+                        bound_s = self.open_transaction_wait.as_secs(),
+                        "restore waits for the transaction open at this changelog offset to be committed or aborted"
+                    );
+                }
+                if waited >= self.open_transaction_wait {
+                    return Err(RestoreError::OpenTransaction {
+                        topic: self.topic.clone(),
+                        partition,
+                        stable: progress.waiting_at.load(Ordering::Relaxed),
+                        end,
+                        waited,
+                    });
+                }
             }
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 last_progress = Instant::now();
@@ -168,19 +359,43 @@ impl Restorer {
                     topic = %self.topic,
                     partition,
                     restored = records,
-                    total = high - start,
+                    total = end - start,
                     "restoring"
                 );
             }
-            if reached_end {
-                break Ok(RestoreReport {
-                    records,
-                    elapsed: started.elapsed(),
-                    checkpoint: next_offset,
-                });
-            }
-        };
-        self.consumer.unassign()?;
-        result
+        }
+    }
+}
+
+/// Whether an at-least-once restore holds back this changelog record (see
+/// [`RestoreLimits::replay_from`]). Markers such as the punctuation epoch are always applied.
+fn held_back_by(key: &[u8], value: &[u8], replay_from: Option<i64>) -> bool {
+    let Some(from) = replay_from else {
+        return false;
+    };
+    if !codec::is_entity_key(key) {
+        return false;
+    }
+    codec::decode_state(value).is_ok_and(|state| state.last_offset >= from)
+}
+
+/// Calls a broker request with a short timeout until it answers, the overall
+/// [`WATERMARK_TIMEOUT`] passes, or the caller cancels.
+pub fn retry_sliced<T>(
+    cancel: &dyn Cancel,
+    mut call: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, RestoreError> {
+    let deadline = Instant::now() + WATERMARK_TIMEOUT;
+    loop {
+        if cancel.cancelled() {
+            return Err(RestoreError::Cancelled);
+        }
+        match call() {
+            Ok(value) => return Ok(value),
+            // Timeouts, a coordinator that moves, a leader election: all pass within the
+            // deadline or are worth reporting after it.
+            Err(error) if Instant::now() >= deadline => return Err(error.into()),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
     }
 }

@@ -8,4 +8,5 @@ mod dead_letters;
 mod processing;
 mod queries;
 mod recovery;
+mod restore;
 mod scaling;
