@@ -58,29 +58,12 @@ fn c05_instances_join_leave_and_a_paused_one_is_fenced() {
     signal(b_pid, libc::SIGCONT);
     // The resumed instance must find itself fenced: its generation or producer epoch is
     // stale, so whatever it still had open is aborted, never committed.
-    let fenced_markers = [
-        "lost: true",
-        "lost=true",
-        "commit failed",
-        "fenced",
-        "Fenced",
-    ];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let evidence = loop {
-        let log = b.log();
-        let after = plain(&log[b_log_before.min(log.len())..]);
-        if let Some(line) = after
-            .lines()
-            .find(|l| fenced_markers.iter().any(|m| l.contains(m)))
-        {
-            break line.to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no sign in b's log that it was fenced after SIGCONT; log after the pause:\n{after}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let evidence = fenced_evidence(&b.log_path, b_log_before, Duration::from_secs(30))
+        .unwrap_or_else(|after| {
+            panic!(
+                "no sign in b's log that it was fenced after SIGCONT; log after the pause:\n{after}"
+            )
+        });
     case.step(format!("b resumed and was fenced: {evidence}"));
     std::thread::sleep(Duration::from_secs(3));
     let status = c.terminate(Duration::from_secs(45));
@@ -270,5 +253,110 @@ fn c11_reads_during_rebalance_and_restore() {
     let status = b.terminate(Duration::from_secs(45));
     assert!(status.success(), "b leaves cleanly: {status}");
     wait_partitions_settled(&[&a], app.partitions, Duration::from_secs(90));
+    check_everything(&case, &app, &events, &[], a.http_port);
+}
+
+/// Case 17: instance a (fault hook `stall-before-commit:N:14000`,
+/// `kafka.consumer.max.poll.interval.ms=7000`, which must stay allowed) stalls 14 s before
+/// a commit with its transaction open, past the poll interval: the consumer leaves the
+/// group, b takes a's partitions, and when a wakes up its transaction must not commit
+/// (fenced by the group generation); a rejoins and takes partitions again. Exact checks.
+#[test]
+fn c17_stall_past_max_poll_interval() {
+    let case = case("c17_stall_past_max_poll_interval", Duration::from_secs(240));
+    let app = App::new("f17", 4);
+    let events = workload(40_000, 400, 1717);
+    let mut b = case.start(daemon(&app, "b"));
+    b.wait_ready(Duration::from_secs(90));
+    let mut a = start_hooked_with(
+        &app,
+        "a",
+        "stall-before-commit:30:14000",
+        &["kafka.consumer.max.poll.interval.ms=7000"],
+    );
+    case.watch(&a.log_path);
+    if let Some(status) = a.wait_exit(Duration::from_secs(3)) {
+        panic!(
+            "a exited at start ({status}): is kafka.consumer.max.poll.interval.ms rejected? log:\n{}",
+            tail(&a.log(), 40)
+        );
+    }
+    wait_until(
+        "a and b share the partitions",
+        Duration::from_secs(90),
+        || {
+            owned_at(a.http_port).is_some_and(|o| !o.is_empty())
+                && owned(&b).is_some_and(|o| !o.is_empty())
+        },
+    );
+    let a_had = owned_at(a.http_port).unwrap_or_default();
+    case.step(format!(
+        "a {a_had:?} (stalls before its 30th commit), b {:?}",
+        owned(&b).unwrap_or_default()
+    ));
+    let feeder = feed(&app.input, raw(&events), 300, Duration::from_millis(100));
+    wait_until("a's stall begins", Duration::from_secs(60), || {
+        a.log().contains("fault hook: stalling")
+    });
+    let stall = Instant::now();
+    let a_log_before = a.log().len();
+    case.step("a stalls 14 s before a commit, its transaction open");
+    wait_until(
+        "b takes all partitions once a's poll interval ran out",
+        Duration::from_secs(30),
+        || owned(&b).is_some_and(|o| o.len() == app.partitions as usize),
+    );
+    case.step(format!(
+        "b owns {:?} {:?} into the stall",
+        owned(&b).unwrap_or_default(),
+        stall.elapsed()
+    ));
+    let evidence = fenced_evidence(&a.log_path, a_log_before, Duration::from_secs(40))
+        .unwrap_or_else(|after| {
+            panic!("no sign in a's log that its stale transaction was fenced:\n{after}")
+        });
+    case.step(format!(
+        "a woke up {:?} after the stall began and was fenced: {evidence}",
+        stall.elapsed()
+    ));
+    assert!(
+        alive(a.pid()),
+        "a exited after it was fenced instead of rejoining; log:\n{}",
+        tail(&a.log(), 80)
+    );
+    // Rejoined: a and b split the partitions between them again, each one once, all active
+    // (a's status right after the fence may still list its old partitions).
+    wait_until(
+        "a rejoins and the two split the partitions",
+        Duration::from_secs(60),
+        || {
+            let (Some(mine), Some(theirs)) = (owned_at(a.http_port), owned(&b)) else {
+                return false;
+            };
+            let mut all: Vec<i32> = mine.iter().chain(&theirs).map(|(p, _)| *p).collect();
+            all.sort_unstable();
+            !mine.is_empty()
+                && all == (0..app.partitions).collect::<Vec<_>>()
+                && mine.iter().chain(&theirs).all(|(_, s)| s == "active")
+        },
+    );
+    case.step(format!(
+        "a rejoined: a {:?}, b {:?}",
+        owned_at(a.http_port).unwrap_or_default(),
+        owned(&b).unwrap_or_default()
+    ));
+    let fed = join_feeder(feeder);
+    case.step(format!("fed {fed} events"));
+    let status = b.terminate(Duration::from_secs(45));
+    assert!(status.success(), "b leaves cleanly: {status}");
+    wait_until(
+        "a owns every partition, active",
+        Duration::from_secs(90),
+        || {
+            owned_at(a.http_port).is_some_and(|o| {
+                o.len() == app.partitions as usize && o.iter().all(|(_, s)| s == "active")
+            })
+        },
+    );
     check_everything(&case, &app, &events, &[], a.http_port);
 }

@@ -8,14 +8,17 @@
 //! (`common::verify_queries`), and the dead-letter topic holds exactly the injected poison.
 //! Each case prints `FAULT-CASE <name> <result> <seconds>s <records verified>`.
 //!
-//! Case names start with their number (`c01_` ... `c11_`) so filters can pick them.
+//! Case names start with their number (`c01_` ... `c17_`) so filters can pick them.
 
 #[path = "../it/common.rs"]
 #[allow(dead_code)]
 mod common;
 mod support;
 
+mod at_least_once;
 mod broker;
 mod crash;
 mod group;
+mod overlap;
+mod proxy;
 mod state;

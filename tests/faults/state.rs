@@ -260,3 +260,161 @@ fn c09_unwritable_state_dir_fails_fast() {
     d.wait_ready(Duration::from_secs(90));
     check_everything(&case, &app, &events, &[], d.http_port);
 }
+
+/// A tmpfs mounted on a directory for one case; unmounted when dropped (lazily if a process
+/// still holds it: the case's daemons are killed before, being declared after the guard).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let mut mount = Command::new("mount");
+        mount
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir);
+        let (code, out, err) = run_bounded(&mut mount, Duration::from_secs(30));
+        assert_eq!(
+            code,
+            Some(0),
+            "mount a {size} tmpfs on {} (the case needs root):\n{out}\n{err}",
+            dir.display()
+        );
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Fills the file system under `dir` with `path` until a write fails with ENOSPC; returns
+/// the bytes written.
+fn fill(path: &std::path::Path) -> u64 {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(path).expect("filler file");
+    let chunk = vec![0x5au8; 256 * 1024];
+    let mut written = 0u64;
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    // Whatever is left below a chunk.
+    for size in [4096usize, 512, 1] {
+        while file.write(&chunk[..size]).is_ok_and(|n| n > 0) {
+            written += size as u64;
+        }
+    }
+    let _ = file.sync_all();
+    written
+}
+
+/// Case 15: the state directory is a small tmpfs; under load a filler file takes the rest
+/// of its space. The daemon must say so clearly (the store's path and "No space left"), wipe
+/// nothing ("rebuilding" never appears), and either stop non-zero or keep retrying (both
+/// accepted, the case reports which); once the space is freed (and the daemon restarted if it
+/// stopped) everything is exact.
+#[test]
+fn c15_state_disk_full() {
+    let case = case("c15_state_disk_full", Duration::from_secs(240));
+    let app = App::new("f15", 3);
+    // Long keys (210 bytes): RocksDB preallocates its WAL and MANIFEST files, so a full disk
+    // shows only once the memtables (8 MB for all stores) flush or the WAL grows past its
+    // preallocation; with long keys that happens within seconds of load.
+    let events: Vec<(String, String)> = workload(45_000, 3_000, 1515)
+        .into_iter()
+        .map(|(key, value)| (format!("{key}-{}", "x".repeat(200)), value))
+        .collect();
+    let dir = app.state_dir("a");
+    let _tmpfs = Tmpfs::mount(&dir, "48m");
+    case.step(format!("state dir {} is a 48 MiB tmpfs", dir.display()));
+    let mut d = case.start(daemon(&app, "a"));
+    d.wait_ready(Duration::from_secs(90));
+    let pid = pid_of(&d);
+    let feeder = feed(&app.input, raw(&events), 250, Duration::from_millis(100));
+    std::thread::sleep(Duration::from_secs(3));
+    let filler = dir.join("filler");
+    let filled = fill(&filler);
+    case.step(format!(
+        "filled the state file system: {} MiB in {} (feeder running: {})",
+        filled >> 20,
+        filler.display(),
+        !feeder.is_finished()
+    ));
+    let needle = ["No space left", "ENOSPC", "os error 28"];
+    let named = dir.display().to_string();
+    let mut error_line = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while error_line.is_none() && std::time::Instant::now() < deadline {
+        error_line = plain(&d.log())
+            .lines()
+            .find(|l| needle.iter().any(|n| l.contains(n)))
+            .map(str::to_owned);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let log = plain(&d.log());
+    let error_line = error_line.unwrap_or_else(|| {
+        panic!(
+            "no error naming the cause ({needle:?}) within 60 s of the disk filling up \
+             (alive: {}); log:\n{}",
+            alive(pid),
+            tail(&log, 60)
+        )
+    });
+    case.step(format!("the daemon says: {error_line}"));
+    assert!(
+        log.lines()
+            .any(|l| needle.iter().any(|n| l.contains(n)) && l.contains(&named)),
+        "no error line names the store's path under {named}; log:\n{}",
+        tail(&log, 60)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let stopped = !alive(pid);
+    let outcome = if stopped {
+        let status = d.terminate(Duration::from_secs(5));
+        assert!(
+            !status.success(),
+            "a daemon that stops on a full disk exits non-zero: {status}"
+        );
+        format!("the daemon stopped ({status})")
+    } else {
+        "the daemon keeps running (retrying)".to_owned()
+    };
+    case.step(outcome);
+    let rebuilt: Vec<&str> = log.lines().filter(|l| l.contains("rebuilding")).collect();
+    assert!(
+        rebuilt.is_empty(),
+        "a full disk made the daemon wipe a store: {rebuilt:?}"
+    );
+    std::fs::remove_file(&filler).expect("remove the filler");
+    case.step("freed the space");
+    if stopped {
+        d = case.start(daemon(&app, "a"));
+    }
+    d.wait_ready(Duration::from_secs(120));
+    let fed = join_feeder(feeder);
+    case.step(format!("fed {fed} events"));
+    check_everything(&case, &app, &events, &[], d.http_port);
+    let log = plain(&d.log());
+    assert!(
+        !log.contains("rebuilding"),
+        "no store rebuilt after the space came back; log:\n{}",
+        tail(&log, 60)
+    );
+    assert_eq!(
+        d.metric("hello_streams_stores_rebuilt_total"),
+        0.0,
+        "no store rebuilt"
+    );
+}

@@ -34,6 +34,8 @@ pub struct Case {
     records: Arc<AtomicUsize>,
     done: Arc<AtomicBool>,
     logs: Arc<Mutex<Vec<PathBuf>>>,
+    /// The logs were kept already (by the panic hook).
+    kept: Arc<AtomicBool>,
 }
 
 pub fn case(name: &str, limit: Duration) -> Case {
@@ -41,11 +43,26 @@ pub fn case(name: &str, limit: Duration) -> Case {
     let records = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let logs = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::new(AtomicBool::new(false));
     println!(
         "FAULT-CASE-START {name} (limit {}s, kafka {})",
         limit.as_secs(),
         bootstrap()
     );
+    // The daemon logs live in the case's App directory, which unwinding removes before the
+    // Case is dropped (it is declared after the Case): keep them when the case's own thread
+    // panics, before unwinding starts.
+    {
+        let (name, logs, kept) = (name.to_owned(), logs.clone(), kept.clone());
+        let case_thread = std::thread::current().id();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            if std::thread::current().id() == case_thread && !kept.swap(true, Ordering::AcqRel) {
+                keep_logs(&name, &logs);
+            }
+        }));
+    }
     {
         let (name, records, done, logs) =
             (name.to_owned(), records.clone(), done.clone(), logs.clone());
@@ -80,6 +97,7 @@ pub fn case(name: &str, limit: Duration) -> Case {
         records,
         done,
         logs,
+        kept,
     }
 }
 
@@ -146,7 +164,9 @@ impl Drop for Case {
     fn drop(&mut self) {
         self.done.store(true, Ordering::Release);
         let result = if std::thread::panicking() {
-            keep_logs(&self.name, &self.logs);
+            if !self.kept.swap(true, Ordering::AcqRel) {
+                keep_logs(&self.name, &self.logs);
+            }
             "FAIL"
         } else {
             "PASS"
@@ -677,6 +697,31 @@ pub fn log_extent(topic: &str) -> i64 {
         .sum()
 }
 
+/// Partitions of `topic` with a transaction open right now: (partition, last stable
+/// offset, high watermark) where the two differ.
+pub fn open_transactions(topic: &str) -> Vec<(i32, i64, i64)> {
+    let committed = client("read_committed");
+    let uncommitted = client("read_uncommitted");
+    (0..partition_count(topic))
+        .filter_map(|p| {
+            let (lso, hw) = ends(&committed, &uncommitted, topic, p);
+            (lso != hw).then_some((p, lso, hw))
+        })
+        .collect()
+}
+
+/// (last stable offset, high watermark) of a partition, from a read_committed and a
+/// read_uncommitted client.
+fn ends(committed: &BaseConsumer, uncommitted: &BaseConsumer, topic: &str, p: i32) -> (i64, i64) {
+    let (_, lso) = committed
+        .fetch_watermarks(topic, p, Duration::from_secs(30))
+        .expect("read_committed end");
+    let (_, hw) = uncommitted
+        .fetch_watermarks(topic, p, Duration::from_secs(30))
+        .expect("read_uncommitted end");
+    (lso, hw)
+}
+
 /// No transaction left open: per partition, the end a read_committed client sees (the last
 /// stable offset; librdkafka lists offsets with the client's isolation level) equals the end
 /// a read_uncommitted client sees (the high watermark). Waits up to `timeout` for
@@ -690,12 +735,7 @@ pub fn assert_no_open_transactions(topics: &[&str], timeout: Duration) -> usize 
         let partitions = partition_count(topic);
         for p in 0..partitions {
             loop {
-                let (_, lso) = committed
-                    .fetch_watermarks(topic, p, Duration::from_secs(30))
-                    .expect("read_committed end");
-                let (_, hw) = uncommitted
-                    .fetch_watermarks(topic, p, Duration::from_secs(30))
-                    .expect("read_uncommitted end");
+                let (lso, hw) = ends(&committed, &uncommitted, topic, p);
                 if lso == hw {
                     break;
                 }

@@ -695,8 +695,20 @@ pub fn verify_with(
         events.len(),
         "one committed output record per input event ({dupes} duplicates besides)"
     );
-    for (key, want) in &expected_steps {
-        assert_eq!(steps.get(key), Some(want), "output steps of {key}");
+    let mut wrong: Vec<&String> = expected_steps
+        .iter()
+        .filter(|(key, want)| steps.get(*key) != Some(*want))
+        .map(|(key, _)| key)
+        .collect();
+    wrong.sort();
+    if let Some(key) = wrong.first() {
+        assert_eq!(
+            steps.get(*key),
+            expected_steps.get(*key),
+            "output steps of {key} ({} of {} keys have wrong output steps)",
+            wrong.len(),
+            expected_steps.len()
+        );
     }
     let mut last: HashMap<String, hello_streams::domain::HelloState> = HashMap::new();
     for record in read_topic(&app.changelog(), "read_committed") {
