@@ -8,7 +8,9 @@
 //! (`common::verify_queries`), and the dead-letter topic holds exactly the injected poison.
 //! Each case prints `FAULT-CASE <name> <result> <seconds>s <records verified>`.
 //!
-//! Case names start with their number (`c01_` ... `c17_`) so filters can pick them.
+//! Case names start with their number (`c01_` ... `c17_`) so filters can pick them;
+//! `campaign::campaign_schedule` (ignored unless asked for) is one schedule of the seeded
+//! fault campaign (`scripts/faults --campaign`).
 
 #[path = "../it/common.rs"]
 #[allow(dead_code)]
@@ -17,6 +19,7 @@ mod support;
 
 mod at_least_once;
 mod broker;
+mod campaign;
 mod crash;
 mod group;
 mod overlap;
