@@ -271,5 +271,13 @@ fn c13_handoff_while_stopped_owner_txn_open() {
         case.step("b left (SIGTERM)");
     }
     wait_partitions_settled(&[&a, &c, &d], app.partitions, Duration::from_secs(120));
+    // The queries are checked on one instance that owns everything (the others would
+    // answer with redirects): c and d leave.
+    let (mut c, mut d) = (c, d);
+    for (name, daemon) in [("c", &mut c), ("d", &mut d)] {
+        let status = daemon.terminate(Duration::from_secs(45));
+        assert!(status.success(), "{name} leaves cleanly: {status}");
+    }
+    wait_partitions_settled(&[&a], app.partitions, Duration::from_secs(120));
     check_everything(&case, &app, &events, &[], a.http_port);
 }

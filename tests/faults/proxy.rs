@@ -2,8 +2,8 @@
 //! case that cuts the daemon's broker connections while its commits are in flight.
 //!
 //! kafka/local-kafka gives each node of the 3-node cluster a second client listener,
-//! PROXIED, on client port + 10000, advertised as client port + 20000. The proxy listens on
-//! client port + 20000 and forwards to client port + 10000. A daemon bootstrapped through
+//! PROXIED, on client port + 1000, advertised as client port + 2000. The proxy listens on
+//! client port + 2000 and forwards to client port + 1000. A daemon bootstrapped through
 //! the proxy is told the proxy's addresses in every metadata answer, so all its traffic
 //! (group coordinator, transaction coordinator, partition leaders) goes through the proxy;
 //! the test's own clients keep using the normal listener.
@@ -69,13 +69,13 @@ fn broker_ports() -> Vec<u16> {
 }
 
 impl Proxy {
-    /// Listens on client port + 20000 of every node, forwarding to client port + 10000.
+    /// Listens on client port + 2000 of every node, forwarding to client port + 1000.
     pub fn start() -> Proxy {
         let shared = Arc::new(Shared::default());
         let mut ports = Vec::new();
         let mut acceptors = Vec::new();
         for port in broker_ports() {
-            let (listen, upstream) = (port + 20_000, port + 10_000);
+            let (listen, upstream) = (port + 2_000, port + 1_000);
             let target: SocketAddr = ([127, 0, 0, 1], upstream).into();
             assert!(
                 TcpStream::connect_timeout(&target, Duration::from_secs(2)).is_ok(),
@@ -83,8 +83,7 @@ impl Proxy {
                  kafka/local-kafka had it; restart it (kafka/local-kafka --cluster three-node \
                  stop, then scripts/faults starts it again)"
             );
-            let listener = TcpListener::bind(("127.0.0.1", listen))
-                .unwrap_or_else(|e| panic!("proxy: bind 127.0.0.1:{listen}: {e}"));
+            let listener = bind(listen);
             listener
                 .set_nonblocking(true)
                 .expect("nonblocking listener");
@@ -145,6 +144,18 @@ impl Drop for Proxy {
         self.shared.close_all();
         for a in self.acceptors.drain(..) {
             let _ = a.join();
+        }
+    }
+}
+
+/// Binds 127.0.0.1:port, retrying for a while: a previous case's proxy may still be closing.
+fn bind(port: u16) -> TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(("127.0.0.1", port)) {
+            Ok(listener) => return listener,
+            Err(e) if Instant::now() > deadline => panic!("proxy: bind 127.0.0.1:{port}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
         }
     }
 }
