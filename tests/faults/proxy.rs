@@ -2,8 +2,8 @@
 //! case that cuts the daemon's broker connections while its commits are in flight.
 //!
 //! kafka/local-kafka gives each node of the 3-node cluster a second client listener,
-//! PROXIED, on client port + 1000, advertised as client port + 2000. The proxy listens on
-//! client port + 2000 and forwards to client port + 1000. A daemon bootstrapped through
+//! PROXIED, on client port + 1500, advertised as client port + 2500. The proxy listens on
+//! client port + 2500 and forwards to client port + 1500. A daemon bootstrapped through
 //! the proxy is told the proxy's addresses in every metadata answer, so all its traffic
 //! (group coordinator, transaction coordinator, partition leaders) goes through the proxy;
 //! the test's own clients keep using the normal listener.
@@ -69,13 +69,13 @@ fn broker_ports() -> Vec<u16> {
 }
 
 impl Proxy {
-    /// Listens on client port + 2000 of every node, forwarding to client port + 1000.
+    /// Listens on client port + 2500 of every node, forwarding to client port + 1500.
     pub fn start() -> Proxy {
         let shared = Arc::new(Shared::default());
         let mut ports = Vec::new();
         let mut acceptors = Vec::new();
         for port in broker_ports() {
-            let (listen, upstream) = (port + 2_000, port + 1_000);
+            let (listen, upstream) = (port + 2_500, port + 1_500);
             let target: SocketAddr = ([127, 0, 0, 1], upstream).into();
             assert!(
                 TcpStream::connect_timeout(&target, Duration::from_secs(2)).is_ok(),
