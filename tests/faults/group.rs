@@ -295,9 +295,16 @@ fn c17_stall_past_max_poll_interval() {
         owned(&b).unwrap_or_default()
     ));
     let feeder = feed(&app.input, raw(&events), 300, Duration::from_millis(100));
-    wait_until("a's stall begins", Duration::from_secs(60), || {
-        a.log().contains("fault hook: stalling")
-    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !a.log().contains("fault hook: stalling") {
+        assert!(
+            Instant::now() < deadline,
+            "a's stall (before its 30th commit) did not begin within 60 s of load: a {}; b {}",
+            progress_at(a.http_port),
+            progress_at(b.http_port)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let stall = Instant::now();
     let a_log_before = a.log().len();
     case.step("a stalls 14 s before a commit, its transaction open");

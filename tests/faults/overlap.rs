@@ -181,9 +181,18 @@ fn c13_handoff_while_stopped_owner_txn_open() {
         },
     );
     let feeder = feed(&app.input, raw(&events), 300, Duration::from_millis(100));
-    wait_until("b's stall begins", Duration::from_secs(60), || {
-        b.log().contains("fault hook: stalling")
-    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !b.log().contains("fault hook: stalling") {
+        assert!(
+            Instant::now() < deadline,
+            "b's stall (before its 30th commit) did not begin within 60 s of load: b {}; a {}; \
+             c {}",
+            progress_at(b.http_port),
+            progress_at(a.http_port),
+            progress_at(c.http_port)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let b_pid = b.pid();
     let b_had = owned_at(b.http_port).unwrap_or_default();
     let b_log_before = b.log().len();

@@ -433,13 +433,30 @@ impl Drop for Hooked {
 
 /// A metric's value, NaN if the daemon does not answer.
 pub fn metric_or_nan(d: &Daemon, name: &str) -> f64 {
-    http_get(d.http_port, "/metrics")
+    metric_at(d.http_port, name)
+}
+
+/// [`metric_or_nan`] for the instance whose HTTP API listens on `port`.
+pub fn metric_at(port: u16, name: &str) -> f64 {
+    http_get(port, "/metrics")
         .ok()
         .and_then(|(_, body)| {
             body.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         })
         .unwrap_or(f64::NAN)
+}
+
+/// What a hooked instance has done so far, for failure messages: partitions, records
+/// processed, commits, aborts.
+pub fn progress_at(port: u16) -> String {
+    format!(
+        "owns {:?}, {} processed, {} commits, {} aborts",
+        owned_at(port),
+        metric_at(port, "hello_streams_process_total"),
+        metric_at(port, "hello_streams_commit_total"),
+        metric_at(port, "hello_streams_abort_total")
+    )
 }
 
 /// The first line of a daemon's log after byte `from` that shows it found itself fenced (its
