@@ -197,6 +197,18 @@ struct Restored {
 
 /// A restore running on its own thread. `generation` tells it apart from an earlier restore of
 /// the same partition that was revoked and whose result may still arrive.
+/// An assigned partition waiting for a restore slot, or for its retry after a failed restore.
+struct Queued {
+    partition: i32,
+    progress: Arc<RestoreProgress>,
+    not_before: Instant,
+}
+
+/// A failed restore whose cause is the broker (unreachable, no leader, a request that timed
+/// out) is tried again after this, while the partition stays assigned; the stall watchdog
+/// reports it if it goes on.
+const RESTORE_RETRY: Duration = Duration::from_secs(1);
+
 struct Restoring {
     generation: u64,
     cancel: Arc<AtomicBool>,
@@ -211,7 +223,7 @@ struct Engine {
     tasks: BTreeMap<i32, Task>,
     restoring: HashMap<i32, Restoring>,
     /// Assigned partitions waiting for a restore slot (`app.max_concurrent_restores`).
-    queued: VecDeque<(i32, Arc<RestoreProgress>)>,
+    queued: VecDeque<Queued>,
     generation: u64,
     /// Restore threads whose result is in, or that were cancelled; they are still closing
     /// their changelog reader or noticing the cancel.
@@ -333,6 +345,10 @@ impl Engine {
             return;
         }
         self.last_observed = Instant::now();
+        // Restores waiting for their retry time.
+        if let Err(error) = self.start_restores() {
+            self.failed.get_or_insert(error);
+        }
         let positions = consumer.position().unwrap_or_default();
         let mut behind = false;
         for &partition in self.tasks.keys() {
@@ -592,7 +608,7 @@ impl Engine {
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 self.finishing.push(restoring.thread);
             }
-            self.queued.retain(|(p, _)| p != partition);
+            self.queued.retain(|q| q.partition != *partition);
             self.local.remove(*partition);
             if let Some(task) = self.tasks.remove(partition) {
                 if let Err(error) = task.store().flush() {
@@ -619,7 +635,11 @@ impl Engine {
         for &partition in partitions {
             let progress = Arc::new(RestoreProgress::default());
             self.local.set_restoring(partition, progress.clone());
-            self.queued.push_back((partition, progress));
+            self.queued.push_back(Queued {
+                partition,
+                progress,
+                not_before: Instant::now(),
+            });
         }
         // After the restoring views exist, so readiness never flickers on in between.
         self.local.set_joined(self.thread);
@@ -629,7 +649,16 @@ impl Engine {
     /// Starts queued restores while fewer than `app.max_concurrent_restores` run.
     fn start_restores(&mut self) -> Result<(), ProcessorError> {
         while self.restoring.len() < self.config.max_concurrent_restores {
-            let Some((partition, progress)) = self.queued.pop_front() else {
+            let now = Instant::now();
+            let Some(at) = self.queued.iter().position(|q| q.not_before <= now) else {
+                break;
+            };
+            let Some(Queued {
+                partition,
+                progress,
+                ..
+            }) = self.queued.remove(at)
+            else {
                 break;
             };
             self.generation += 1;
@@ -692,10 +721,32 @@ impl Engine {
         self.finishing.push(restoring.thread);
         self.reap_finished_restores();
         self.start_restores()?;
-        let (store, committed, report) = done.result.map_err(|source| ProcessorError::Restore {
-            partition: done.partition,
-            source,
-        })?;
+        let (store, committed, report) = match done.result {
+            Ok(restored) => restored,
+            Err(error @ (RestoreError::Kafka(_) | RestoreError::Stuck { .. })) => {
+                tracing::warn!(
+                    partition = done.partition,
+                    error = %error,
+                    cause = ?std::error::Error::source(&error).map(|s| s.to_string()),
+                    retry_in = ?RESTORE_RETRY,
+                    "restore failed, trying again"
+                );
+                let progress = Arc::new(RestoreProgress::default());
+                self.local.set_restoring(done.partition, progress.clone());
+                self.queued.push_back(Queued {
+                    partition: done.partition,
+                    progress,
+                    not_before: Instant::now() + RESTORE_RETRY,
+                });
+                return Ok(());
+            }
+            Err(source) => {
+                return Err(ProcessorError::Restore {
+                    partition: done.partition,
+                    source,
+                })
+            }
+        };
         self.metrics.restored(report.records, report.elapsed);
         tracing::info!(
             partition = done.partition,
@@ -820,7 +871,7 @@ fn now_ms() -> i64 {
 const LOCK_WAIT: Duration = Duration::from_secs(60);
 /// KAFKA-20416: a coordinator that is moving may answer "no committed offset" for a group that
 /// has one. A store that holds state while the group says "no offset" asks again for this long.
-const NO_OFFSET_RECHECK: Duration = Duration::from_secs(10);
+const NO_OFFSET_RECHECK: Duration = Duration::from_secs(30);
 
 /// Opens a partition's store and restores it, on its own thread.
 struct RestoreJob {

@@ -56,16 +56,18 @@ pub enum RestoreError {
         end: i64,
     },
     #[error(
-        "{topic} [{partition}]: a transaction open since offset {stable} kept the restore from \
-         the end {end} for {waited:?}; it should have been aborted at the transaction timeout \
-         (see the broker's transaction coordinator log)"
+        "{topic} [{partition}]: the restore stood at offset {position} short of the end {end} \
+         for {waited:?} (last stable offset {stable}: a transaction open there should have been \
+         aborted at the transaction timeout; last client error: {last_error})"
     )]
-    OpenTransaction {
+    Stuck {
         topic: String,
         partition: i32,
+        position: i64,
         stable: i64,
         end: i64,
         waited: Duration,
+        last_error: String,
     },
     #[error("restore cancelled")]
     Cancelled,
@@ -180,7 +182,13 @@ impl Restorer {
         cancel: &dyn Cancel,
     ) -> Result<(i64, i64), RestoreError> {
         retry_sliced(cancel, || {
-            self.ends.fetch_watermarks(topic, partition, SLICE)
+            let answer = self.ends.fetch_watermarks(topic, partition, SLICE);
+            if answer.is_err() {
+                // The shared client is never polled; after a broker outage its metadata
+                // cache can keep a dead leader (UnknownPartition) until asked to refresh.
+                let _ = self.ends.fetch_metadata(Some(topic), SLICE);
+            }
+            answer
         })
     }
 
@@ -266,6 +274,7 @@ impl Restorer {
         // at the last stable offset by an open transaction (end-of-partition is not reported
         // when the read starts beyond that offset, so the clock decides).
         let mut last_advance = Instant::now();
+        let mut last_error: Option<String> = None;
         let mut last_wait_log: Option<Instant> = None;
         let mut applied_up_to = start;
         loop {
@@ -281,6 +290,13 @@ impl Restorer {
                         last_advance = Instant::now();
                     }
                     next_offset >= end
+                }
+                // librdkafka reconnects and retries on its own; the no-progress bound below
+                // still ends a restore that never gets anywhere.
+                Some(Err(error)) if is_transient(&error) => {
+                    tracing::debug!(%error, partition, "changelog read: transient error");
+                    last_error = Some(error.to_string());
+                    false
                 }
                 Some(Err(error)) => return Err(error.into()),
                 Some(Ok(message)) => {
@@ -300,6 +316,7 @@ impl Restorer {
                         next_offset = message.offset() + 1;
                         records += 1;
                         last_advance = Instant::now();
+                        last_error = None;
                         progress.waiting_at.store(-1, Ordering::Relaxed);
                         next_offset >= end
                     }
@@ -340,16 +357,19 @@ impl Restorer {
                         end,
                         waited_s = waited.as_secs(),
                         bound_s = self.open_transaction_wait.as_secs(),
-                        "restore waits for the transaction open at this changelog offset to be committed or aborted"
+                        last_error = last_error.as_deref().unwrap_or("none"),
+                        "restore stands short of the changelog's end: waiting for the transaction open since this offset to be committed or aborted (or for the broker)"
                     );
                 }
                 if waited >= self.open_transaction_wait {
-                    return Err(RestoreError::OpenTransaction {
+                    return Err(RestoreError::Stuck {
                         topic: self.topic.clone(),
                         partition,
+                        position: next_offset,
                         stable: progress.waiting_at.load(Ordering::Relaxed),
                         end,
                         waited,
+                        last_error: last_error.unwrap_or_else(|| "none".into()),
                     });
                 }
             }
@@ -365,6 +385,29 @@ impl Restorer {
             }
         }
     }
+}
+
+/// Consumer errors librdkafka recovers from by itself (it reconnects, refreshes metadata and
+/// fetches again).
+fn is_transient(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let KafkaError::MessageConsumption(code) = error else {
+        return false;
+    };
+    matches!(
+        code,
+        Code::BrokerTransportFailure
+            | Code::AllBrokersDown
+            | Code::OperationTimedOut
+            | Code::RequestTimedOut
+            | Code::NetworkException
+            | Code::NotLeaderForPartition
+            | Code::LeaderNotAvailable
+            | Code::FencedLeaderEpoch
+            | Code::UnknownLeaderEpoch
+            | Code::OffsetNotAvailable
+            | Code::Resolve
+    )
 }
 
 /// Whether an at-least-once restore holds back this changelog record (see
