@@ -90,6 +90,7 @@ pub struct RawApp {
     pub max_value_bytes: u64,
     pub dlq_max_value_bytes: u64,
     pub max_concurrent_restores: u64,
+    pub stall_timeout_ms: u64,
 }
 
 impl Default for RawApp {
@@ -105,6 +106,7 @@ impl Default for RawApp {
             max_value_bytes: 65536,
             dlq_max_value_bytes: 16384,
             max_concurrent_restores: 2,
+            stall_timeout_ms: 0,
         }
     }
 }
@@ -233,6 +235,9 @@ pub struct Config {
     /// Restores a stream thread runs at once; the other assigned partitions wait their turn
     /// while the active ones keep processing.
     pub max_concurrent_restores: usize,
+    /// A stream thread with input or an open transaction that commits nothing for this long
+    /// is reported stalled (log, metric, not ready).
+    pub stall_timeout: Duration,
     pub topics: Topics,
     pub kafka: Kafka,
     pub query: Query,
@@ -551,6 +556,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         max_value_bytes: max_value_bytes as usize,
         dlq_max_value_bytes: dlq_max_value_bytes as usize,
         max_concurrent_restores: max_concurrent_restores as usize,
+        // As long as a restore may wait for another producer's open transaction.
+        stall_timeout: match app.stall_timeout_ms {
+            0 => Duration::from_millis(transaction_timeout_ms) + Duration::from_secs(60),
+            ms => Duration::from_millis(in_range("app.stall_timeout_ms", ms, 1_000, 3_600_000)?),
+        },
         kafka: Kafka {
             bootstrap_servers: k.bootstrap_servers,
             transaction_timeout: Duration::from_millis(transaction_timeout_ms),

@@ -156,9 +156,7 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
     let resp_task = tokio::spawn(query::resp::serve(resp, state, limits, trigger.subscribe()));
 
     let announcer = Arc::new(Announcer::new(&config, me)?);
-    // As long as a restore may wait for another producer's open transaction.
-    let stall_bound = config.kafka.transaction_timeout + std::time::Duration::from_secs(60);
-    let liveness = Arc::new(Liveness::new(config.stream_threads, stall_bound));
+    let liveness = Arc::new(Liveness::new(config.stream_threads, config.stall_timeout));
     let watchdog = liveness::spawn_watchdog(liveness.clone(), metrics.clone(), trigger.subscribe())
         .map_err(DaemonError::Runtime)?;
     // Any stream thread that ends on its own (an error) stops the whole instance, like an

@@ -51,7 +51,7 @@ pub type Admin = AdminClient<DefaultClientContext>;
 /// The admin client. Dropping it waits for its polling thread (up to 100 ms), so callers on
 /// a latency-sensitive path drop it elsewhere.
 pub fn client(config: &Config) -> Result<Admin, KafkaError> {
-    super::client_config(config, &config.kafka.consumer).create()
+    super::client_config(config, super::non_member_options(config)).create()
 }
 
 pub async fn ensure_topics(admin: &Admin, config: &Config) -> Result<Layout, AdminError> {

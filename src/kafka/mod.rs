@@ -32,10 +32,32 @@ pub fn client_config<'a>(
     client
 }
 
+/// Raw consumer options that only mean something to a member of the consumer group. The
+/// readers and the admin client never join it, and librdkafka checks them against its own
+/// defaults there (`max.poll.interval.ms` below the default 45 s session timeout fails
+/// client creation), so they go to the group consumer alone.
+const GROUP_ONLY: &[&str] = &[
+    "max.poll.interval.ms",
+    "heartbeat.interval.ms",
+    "group.instance.id",
+    "group.protocol",
+    "group.remote.assignor",
+    "coordinator.query.interval.ms",
+];
+
+/// The raw `[kafka.consumer]` options for a client that does not join the group.
+pub fn non_member_options(config: &Config) -> impl Iterator<Item = (&String, &String)> {
+    config
+        .kafka
+        .consumer
+        .iter()
+        .filter(|(key, _)| !GROUP_ONLY.contains(&key.as_str()))
+}
+
 /// A consumer that reads a changelog or announcement partition by assignment, never joining
 /// the group, and sees committed records only.
 pub fn reader_config(config: &Config) -> ClientConfig {
-    let mut client = client_config(config, &config.kafka.consumer);
+    let mut client = client_config(config, non_member_options(config));
     client
         .set("group.id", &config.application_id)
         .set("enable.auto.commit", "false")
