@@ -997,7 +997,7 @@ impl RestoreJob {
             .first()
             .map(|e| e.offset())
             .unwrap_or(Offset::Invalid);
-            let has_state = store.checkpoint()?.is_some_and(|c| c > 0);
+            let has_state = store.has_states()?;
             if matches!(offset, Offset::Offset(_))
                 || !has_state
                 || started.elapsed() >= NO_OFFSET_RECHECK

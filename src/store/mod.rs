@@ -352,6 +352,18 @@ impl Store {
         self.db.flush().map_err(|e| self.io(e))
     }
 
+    /// Whether any key has state (a checkpoint alone may only cover aborted records and
+    /// transaction markers).
+    pub fn has_states(&self) -> Result<bool, StoreError> {
+        for item in self.db.iterator(IteratorMode::Start) {
+            let (key, _) = item.map_err(|e| self.io(e))?;
+            if codec::is_entity_key(&key) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Every entity's effective state, in key order.
     pub fn for_each_state(
         &self,
