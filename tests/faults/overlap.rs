@@ -69,9 +69,11 @@ fn survivor_restarts_inside_dead_txn_timeout(name: &str, txn_timeout_ms: Option<
         owned(&b).unwrap_or_default()
     ));
     let feeder = feed(&app.input, raw(&events), 400, Duration::from_millis(100));
-    let status = a.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| {
+    // Generous: on a loaded 2-core machine a commit on the 3-node cluster can take a second.
+    let status = a.wait_exit(Duration::from_secs(150)).unwrap_or_else(|| {
         panic!(
-            "a did not crash before its 40th commit within 60 s; log:\n{}",
+            "a did not crash before its 40th commit within 150 s: {}; log:\n{}",
+            progress_at(a.http_port),
             tail(&a.log(), 40)
         )
     });
@@ -181,11 +183,11 @@ fn c13_handoff_while_stopped_owner_txn_open() {
         },
     );
     let feeder = feed(&app.input, raw(&events), 300, Duration::from_millis(100));
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(150);
     while !b.log().contains("fault hook: stalling") {
         assert!(
             Instant::now() < deadline,
-            "b's stall (before its 30th commit) did not begin within 60 s of load: b {}; a {}; \
+            "b's stall (before its 30th commit) did not begin within 150 s of load: b {}; a {}; \
              c {}",
             progress_at(b.http_port),
             progress_at(a.http_port),

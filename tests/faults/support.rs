@@ -451,10 +451,12 @@ pub fn metric_at(port: u16, name: &str) -> f64 {
 /// processed, commits, aborts.
 pub fn progress_at(port: u16) -> String {
     format!(
-        "owns {:?}, {} processed, {} commits, {} aborts",
+        "owns {:?}, {} processed, {} commits (mean {} s, max {} s), {} aborts",
         owned_at(port),
         metric_at(port, "hello_streams_process_total"),
         metric_at(port, "hello_streams_commit_total"),
+        metric_at(port, "hello_streams_commit_latency_avg_seconds"),
+        metric_at(port, "hello_streams_commit_latency_max_seconds"),
         metric_at(port, "hello_streams_abort_total")
     )
 }
