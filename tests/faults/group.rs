@@ -272,7 +272,11 @@ fn c17_stall_past_max_poll_interval() {
         &app,
         "a",
         "stall-before-commit:30:14000",
-        &["kafka.consumer.max.poll.interval.ms=7000"],
+        &[
+            "kafka.consumer.max.poll.interval.ms=7000",
+            // Short, so the stall watchdog speaks within the 14 s stall.
+            "app.stall_timeout_ms=4000",
+        ],
     );
     case.watch(&a.log_path);
     if let Some(status) = a.wait_exit(Duration::from_secs(3)) {
@@ -308,6 +312,17 @@ fn c17_stall_past_max_poll_interval() {
     let stall = Instant::now();
     let a_log_before = a.log().len();
     case.step("a stalls 14 s before a commit, its transaction open");
+    // The watchdog outside the stream thread says so: log, metric, not ready.
+    wait_until(
+        "a reports its stalled stream thread (log, metric, /readyz 503)",
+        Duration::from_secs(10),
+        || {
+            a.log().contains("stream thread makes no progress")
+                && metric_at(a.http_port, "hello_streams_stalled_threads") == 1.0
+                && http_get(a.http_port, "/readyz").is_ok_and(|(status, _)| status == 503)
+        },
+    );
+    case.step(format!("a reports the stall {:?} into it", stall.elapsed()));
     wait_until(
         "b takes all partitions once a's poll interval ran out",
         Duration::from_secs(30),
