@@ -216,7 +216,7 @@ impl Default for RawQuery {
             advertised_resp_addr: String::new(),
             resp_max_connections: 10_000,
             cache_max_entries: 100_000,
-            http_max_connections: 1024,
+            http_max_connections: 4096,
             http_header_timeout_ms: 10_000,
             http_request_timeout_ms: 10_000,
             http_max_request_bytes: 16 * 1024,

@@ -151,14 +151,18 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
 
     let q = &config.query;
     let reserved = query::fd_budget::reserved(layout.input);
-    let resp_clients = query::fd_budget::fit_resp_clients(
+    let (resp_clients, http_clients) = query::fd_budget::fit_caps(
         q.resp_max_connections,
         q.limits.http_max_connections,
         reserved,
     );
+    let limits = query::settings::Limits {
+        http_max_connections: http_clients,
+        ..q.limits
+    };
     let api = query::http::Api {
         query: state.clone(),
-        limits: q.limits,
+        limits,
         auth: q.http_auth.clone(),
         forwarder: q
             .forwarding

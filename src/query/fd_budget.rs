@@ -1,6 +1,6 @@
 //! Fits the client caps into the process' file-descriptor limit, as Redis does with
 //! `maxclients`: raise the soft limit toward the hard one, and when the caps still do not fit,
-//! lower the RESP cap and say so. A cap above the limit would turn "max clients reached" into
+//! lower them and say so. A cap above the limit would turn "max clients reached" into
 //! failed accepts, failed RocksDB opens and failed Kafka connections.
 
 /// Descriptors kept for everything that is not a client: each store's RocksDB files
@@ -9,22 +9,26 @@ pub fn reserved(partitions: i32) -> u64 {
     256 * (partitions.max(0) as u64 + 1) + 128
 }
 
-/// The RESP cap to use, given the HTTP cap and what the system allows.
-pub fn fit_resp_clients(resp: usize, http: usize, reserved: u64) -> usize {
-    let wanted = resp as u64 + http as u64 + reserved;
-    let limit = raise_nofile(wanted);
-    let available = limit.saturating_sub(reserved + http as u64);
-    if (resp as u64) <= available {
-        return resp;
+/// The (RESP, HTTP) connection caps to use, given what is configured and what the system
+/// allows: unchanged when both fit, else both lowered in proportion.
+pub fn fit_caps(resp: usize, http: usize, reserved: u64) -> (usize, usize) {
+    let (resp, http) = (resp as u64, http as u64);
+    let limit = raise_nofile(resp + http + reserved);
+    let available = limit.saturating_sub(reserved).max(2);
+    if resp + http <= available {
+        return (resp as usize, http as usize);
     }
-    let lowered = available.max(1) as usize;
+    let http_fit = (available * http / (resp + http)).max(1);
+    let resp_fit = available.saturating_sub(http_fit).max(1);
     tracing::warn!(
-        requested = resp,
-        lowered,
+        resp_requested = resp,
+        http_requested = http,
+        resp = resp_fit,
+        http = http_fit,
         fd_limit = limit,
-        "query.resp_max_connections lowered to fit the file-descriptor limit (raise `ulimit -n`)"
+        "query connection caps lowered to fit the file-descriptor limit (raise `ulimit -n`)"
     );
-    lowered
+    (resp_fit as usize, http_fit as usize)
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to `wanted` (at most the hard limit); returns the limit
@@ -62,9 +66,10 @@ mod tests {
 
     #[test]
     fn caps_that_fit_are_kept_and_others_lowered() {
-        assert_eq!(fit_resp_clients(100, 100, 100), 100);
-        // No system allows this many; the cap comes down to what is left.
-        let lowered = fit_resp_clients(usize::MAX / 4, 100, 1000);
-        assert!(lowered < usize::MAX / 4 && lowered >= 1);
+        assert_eq!(fit_caps(100, 100, 100), (100, 100));
+        // No system allows this many; both caps come down to what is left.
+        let (resp, http) = fit_caps(1 << 40, 1 << 38, 1000);
+        assert!(resp < 1 << 40 && http < 1 << 38 && resp >= 1 && http >= 1);
+        assert!(resp > http);
     }
 }

@@ -32,7 +32,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            http_max_connections: 1024,
+            http_max_connections: 4096,
             http_header_timeout: Duration::from_secs(10),
             http_request_timeout: Duration::from_secs(10),
             http_max_request_bytes: 16 * 1024,
