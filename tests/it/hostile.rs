@@ -180,6 +180,49 @@ fn a_pipeline_that_never_reads_is_cut_off_with_rss_bounded() {
 }
 
 #[test]
+fn an_http_pipeline_that_never_reads_is_cut_off() {
+    let app = App::new("hostile-http-pipeline", 2);
+    let mut daemon = app
+        .daemon("a")
+        .set("query.http_request_timeout_ms=2000")
+        .start();
+    daemon.wait_ready(Duration::from_secs(60));
+    let rss_before = daemon.rss_kib();
+    let port = daemon.http_port;
+    let flood = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let batch = b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+        let mut sent = 0;
+        for _ in 0..2000 {
+            if stream.write_all(&batch).is_err() {
+                break;
+            }
+            sent += batch.len();
+        }
+        sent
+    });
+    let started = Instant::now();
+    while !flood.is_finished() && started.elapsed() < Duration::from_secs(60) {
+        served(&daemon);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sent = flood.join().unwrap();
+    let growth = daemon.rss_kib().saturating_sub(rss_before);
+    eprintln!(
+        "hostile http pipeline: {:.1} MB of pipelined requests accepted before the daemon cut \
+         the non-reading client off after {:?}; rss +{growth} KiB",
+        sent as f64 / 1048576.0,
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(60), "never cut off");
+    assert!(growth < 16 * 1024, "rss grew by {growth} KiB");
+    stop_in_time(daemon);
+}
+
+#[test]
 fn malformed_and_oversized_frames_only_close_their_own_connection() {
     let app = App::new("hostile-frames", 2);
     let mut daemon = app.daemon("a").start();
