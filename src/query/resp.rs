@@ -16,6 +16,7 @@
 
 use std::io::{self, Write as _};
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinError, JoinSet};
+use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn};
 
 use super::accept::{accept, Accepted};
@@ -190,6 +192,7 @@ impl Session {
         let mut input: Vec<u8> = Vec::new();
         let mut output: Vec<u8> = Vec::new();
         let mut args: Vec<Range<usize>> = Vec::new();
+        let mut quiet = Quiet::new(limits.idle_timeout);
         loop {
             let mut start = 0;
             let mut flow = Flow::Continue;
@@ -232,11 +235,14 @@ impl Session {
             // Pipelining clients usually have the next batch waiting: read it without a timer.
             match stream.try_read_buf(&mut input) {
                 Ok(0) => return Ok(()),
-                Ok(_) => continue,
+                Ok(_) => {
+                    quiet.heard();
+                    continue;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-            if !wait_for_input(&stream, limits.idle_timeout, &mut input, &mut output).await? {
+            if !quiet.wait(&stream, &mut input, &mut output).await? {
                 debug!(client = self.id, "resp connection closed: {}", Ended::Idle);
                 return Ok(());
             }
@@ -246,16 +252,26 @@ impl Session {
 
 /// Writes out what is pending, bounded by the output timeout.
 async fn flush(stream: &mut TcpStream, output: &mut Vec<u8>, timeout: Duration) -> io::Result<()> {
-    if output.is_empty() {
-        return Ok(());
+    // Replies usually fit in the socket buffer: write them without arming a timer.
+    let mut written = 0;
+    while written < output.len() {
+        match stream.try_write(&output[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
     }
-    match tokio::time::timeout(timeout, stream.write_all(output)).await {
-        Ok(written) => written?,
-        Err(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                Ended::OutputStalled,
-            ))
+    if written < output.len() {
+        let rest = &output[written..];
+        match tokio::time::timeout(timeout, stream.write_all(rest)).await {
+            Ok(done) => done?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    Ended::OutputStalled,
+                ))
+            }
         }
     }
     output.clear();
@@ -263,29 +279,58 @@ async fn flush(stream: &mut TcpStream, output: &mut Vec<u8>, timeout: Duration) 
     Ok(())
 }
 
-/// Waits until the client sent something; `false` when it stayed quiet past the idle timeout.
-/// A connection quiet for a moment gives its (empty) buffers back first.
-async fn wait_for_input(
-    stream: &TcpStream,
+/// Notices a quiet connection without a timer per wait: one timer per connection, reset
+/// only when it fires, so a busy connection pays for it about once per [`IDLE_TRIM`].
+struct Quiet {
+    timer: Pin<Box<Sleep>>,
+    last_input: Instant,
     idle_timeout: Option<Duration>,
-    input: &mut Vec<u8>,
-    output: &mut Vec<u8>,
-) -> io::Result<bool> {
-    let first = idle_timeout.map_or(IDLE_TRIM, |t| t.min(IDLE_TRIM));
-    if let Ok(ready) = tokio::time::timeout(first, stream.readable()).await {
-        ready?;
-        return Ok(true);
+}
+
+impl Quiet {
+    fn new(idle_timeout: Option<Duration>) -> Self {
+        let first = idle_timeout.map_or(IDLE_TRIM, |t| t.min(IDLE_TRIM));
+        Quiet {
+            timer: Box::pin(tokio::time::sleep(first)),
+            last_input: Instant::now(),
+            idle_timeout,
+        }
     }
-    if input.is_empty() {
-        *input = Vec::new();
+
+    fn heard(&mut self) {
+        self.last_input = Instant::now();
     }
-    *output = Vec::new();
-    match idle_timeout {
-        None => stream.readable().await.map(|()| true),
-        Some(timeout) => {
-            match tokio::time::timeout(timeout.saturating_sub(first), stream.readable()).await {
-                Ok(ready) => ready.map(|()| true),
-                Err(_) => Ok(false),
+
+    /// Waits until the client sent something; `false` when it stayed quiet past the idle
+    /// timeout. A connection quiet for [`IDLE_TRIM`] gives its (empty) buffers back.
+    async fn wait(
+        &mut self,
+        stream: &TcpStream,
+        input: &mut Vec<u8>,
+        output: &mut Vec<u8>,
+    ) -> io::Result<bool> {
+        loop {
+            tokio::select! {
+                biased;
+                ready = stream.readable() => return ready.map(|()| true),
+                () = self.timer.as_mut() => {
+                    let quiet = self.last_input.elapsed();
+                    if self.idle_timeout.is_some_and(|t| quiet >= t) {
+                        return Ok(false);
+                    }
+                    if quiet >= IDLE_TRIM {
+                        if input.is_empty() {
+                            *input = Vec::new();
+                        }
+                        *output = Vec::new();
+                    }
+                    let far = self.last_input + Duration::from_secs(365 * 86_400);
+                    let mut next = self.idle_timeout.map_or(far, |t| self.last_input + t);
+                    if quiet < IDLE_TRIM {
+                        next = next.min(self.last_input + IDLE_TRIM);
+                    }
+                    self.timer.as_mut().reset(next);
+                }
             }
         }
     }

@@ -16,6 +16,20 @@ use crate::common::*;
 /// plus the stream thread's final commit.
 const EXIT_BOUND: Duration = Duration::from_secs(10);
 
+/// A connection to the daemon from 127.0.0.2: a flood's local ports then never collide with
+/// the 127.0.0.1 ports other tests' daemons are started on.
+fn connect_aside(port: u16) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let aside: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
+    socket.bind(&aside.into()).expect("bind 127.0.0.2");
+    let target: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    socket
+        .connect(&target.into())
+        .expect("connect to the daemon");
+    socket.into()
+}
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -82,15 +96,15 @@ fn slowloris_half_open_and_idle_floods_neither_block_others_nor_shutdown() {
     let mut held = Vec::with_capacity(n * 3);
     for i in 0..n {
         // Slowloris: half a request head, then a byte now and then (below).
-        let mut slow = TcpStream::connect(("127.0.0.1", daemon.http_port)).unwrap();
+        let mut slow = connect_aside(daemon.http_port);
         write!(slow, "GET /v1/state/k{i} HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
         held.push(slow);
         // Idle RESP clients that connect and never send anything.
-        held.push(TcpStream::connect(("127.0.0.1", daemon.resp_port)).unwrap());
+        held.push(connect_aside(daemon.resp_port));
     }
     for _ in 0..n / 2 {
         // Half-open HTTP: connected, nothing sent.
-        held.push(TcpStream::connect(("127.0.0.1", daemon.http_port)).unwrap());
+        held.push(connect_aside(daemon.http_port));
     }
     for stream in held.iter_mut().step_by(2) {
         let _ = stream.write_all(b"a");
@@ -136,7 +150,7 @@ fn a_pipeline_that_never_reads_is_cut_off_with_rss_bounded() {
         .collect();
     let port = daemon.resp_port;
     let flood = std::thread::spawn(move || {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut stream = connect_aside(port);
         stream
             .set_write_timeout(Some(Duration::from_secs(30)))
             .unwrap();
@@ -190,7 +204,7 @@ fn an_http_pipeline_that_never_reads_is_cut_off() {
     let rss_before = daemon.rss_kib();
     let port = daemon.http_port;
     let flood = std::thread::spawn(move || {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut stream = connect_aside(port);
         stream
             .set_write_timeout(Some(Duration::from_secs(30)))
             .unwrap();
