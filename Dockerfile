@@ -11,7 +11,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release
+RUN cargo build --release --locked
 
 # ---- runtime -----------------------------------------------------------------
 FROM debian:bookworm-slim
@@ -25,7 +25,10 @@ WORKDIR /app
 COPY --from=build /src/target/release/hello-streams /usr/local/bin/hello-streams
 # config/default.toml is read relative to the working directory.
 COPY config/ /app/config/
-# Inside a container: listen on all interfaces, keep state on the volume.
+# Inside a container: listen on all interfaces, keep state on the volume. The query ports
+# are then open to whoever can reach them: publish them on loopback (`-p 127.0.0.1:6380:6380`)
+# or pass HELLO_STREAMS__QUERY__RESP_PASSWORD and HELLO_STREAMS__QUERY__HTTP_TOKEN
+# (`docker run -e ...`); no password is baked into the image.
 ENV HELLO_STREAMS__APP__STATE_DIR=/var/lib/hello-streams \
     HELLO_STREAMS__QUERY__HTTP_ADDR=0.0.0.0:8080 \
     HELLO_STREAMS__QUERY__RESP_ADDR=0.0.0.0:6380

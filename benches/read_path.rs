@@ -67,7 +67,7 @@ use hello_streams::domain::{validate_key, HelloState, Mood};
 use hello_streams::ownership::OwnerTable;
 use hello_streams::partitioner::partition_for_key;
 use hello_streams::query::local::LocalState;
-use hello_streams::query::resp::{self, RespLimits};
+use hello_streams::query::resp::{self, RespLimits, RespServer};
 use hello_streams::query::{Lookup, StateQuery, Status};
 use hello_streams::shutdown;
 use hello_streams::store::cache::{Cached, StateCache};
@@ -746,12 +746,24 @@ fn serve_mode(secs: u64, config: &Config, data: &Data, dir: &Path, stores: Vec<A
             ][n],
             listener.local_addr().unwrap()
         );
-        whatif_tasks.push(runtime.spawn(resp::serve(listener, query, limits, stop.clone())));
+        whatif_tasks.push(runtime.spawn(resp::serve(
+            listener,
+            RespServer::open(query, limits),
+            stop.clone(),
+        )));
     }
     let plain: Arc<dyn StateQuery> = local;
     let cached: Arc<dyn StateQuery> = cached;
-    let a = runtime.spawn(resp::serve(plain_listener, plain, limits, stop.clone()));
-    let b = runtime.spawn(resp::serve(cached_listener, cached, limits, stop));
+    let a = runtime.spawn(resp::serve(
+        plain_listener,
+        RespServer::open(plain, limits),
+        stop.clone(),
+    ));
+    let b = runtime.spawn(resp::serve(
+        cached_listener,
+        RespServer::open(cached, limits),
+        stop,
+    ));
     // Until the time is up or SIGTERM/SIGINT; returning lets the temp dir be removed.
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -1103,8 +1115,7 @@ fn main() {
             let addr = listener.local_addr().unwrap();
             let task = runtime.spawn(resp::serve(
                 listener,
-                query,
-                RespLimits::default(),
+                RespServer::open(query, RespLimits::default()),
                 stop.clone(),
             ));
             (addr, task)

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::query::auth::{HttpAuth, RespAuth, Secret, DEFAULT_USER};
+use crate::query::settings::{Forwarding, Limits};
+
 /// Prefix of environment overrides: `HELLO_STREAMS__KAFKA__BOOTSTRAP_SERVERS=...`.
 pub const ENV_PREFIX: &str = "HELLO_STREAMS__";
 
@@ -187,6 +190,25 @@ pub struct RawQuery {
     pub advertised_resp_addr: String,
     pub resp_max_connections: u64,
     pub cache_max_entries: u64,
+    // Limits, forwarding and who may read (issue 16); see config/default.toml.
+    pub http_max_connections: u64,
+    pub http_header_timeout_ms: u64,
+    pub http_request_timeout_ms: u64,
+    pub http_max_request_bytes: u64,
+    pub shutdown_timeout_ms: u64,
+    pub resp_idle_timeout_ms: u64,
+    pub resp_output_buffer_bytes: u64,
+    pub resp_output_timeout_ms: u64,
+    pub resp_max_request_bytes: u64,
+    pub max_wait_ms: u64,
+    pub forward: bool,
+    pub forward_timeout_ms: u64,
+    pub forward_pool_size: u64,
+    pub forward_user: String,
+    pub resp_password: Secret,
+    pub resp_users: BTreeMap<String, Secret>,
+    pub http_token: Secret,
+    pub metrics_need_token: bool,
 }
 
 impl Default for RawQuery {
@@ -196,8 +218,26 @@ impl Default for RawQuery {
             resp_addr: "127.0.0.1:6380".into(),
             advertised_http_addr: String::new(),
             advertised_resp_addr: String::new(),
-            resp_max_connections: 1024,
+            resp_max_connections: 10_000,
             cache_max_entries: 100_000,
+            http_max_connections: 4096,
+            http_header_timeout_ms: 10_000,
+            http_request_timeout_ms: 10_000,
+            http_max_request_bytes: 16 * 1024,
+            shutdown_timeout_ms: 5_000,
+            resp_idle_timeout_ms: 300_000,
+            resp_output_buffer_bytes: 1024 * 1024,
+            resp_output_timeout_ms: 10_000,
+            resp_max_request_bytes: 1024 * 1024,
+            max_wait_ms: 5_000,
+            forward: true,
+            forward_timeout_ms: 2_000,
+            forward_pool_size: 4,
+            forward_user: String::new(),
+            resp_password: Secret::default(),
+            resp_users: BTreeMap::new(),
+            http_token: Secret::default(),
+            metrics_need_token: false,
         }
     }
 }
@@ -277,6 +317,10 @@ pub struct Query {
     pub resp_max_connections: usize,
     /// States the query path keeps in memory across all stores of the process; 0: none.
     pub cache_max_entries: usize,
+    pub limits: Limits,
+    pub forwarding: Forwarding,
+    pub resp_auth: RespAuth,
+    pub http_auth: HttpAuth,
 }
 
 /// Where the configuration comes from, in increasing precedence after the file.
@@ -526,6 +570,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         0,
         100_000_000,
     )? as usize;
+    let (limits, forwarding, resp_auth, http_auth) = validate_servers(&q)?;
 
     if tracing_subscriber::EnvFilter::try_new(&raw.log.filter).is_err() {
         return Err(field_error(
@@ -575,6 +620,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             advertised_resp_addr: q.advertised_resp_addr,
             resp_max_connections,
             cache_max_entries,
+            limits,
+            forwarding,
+            resp_auth,
+            http_auth,
         },
         log_filter: raw.log.filter,
     })
@@ -605,6 +654,110 @@ fn reserved_option(option: &str) -> Option<&'static str> {
         "enable.partition.eof" => "restores and readers need end-of-partition events",
         _ => return None,
     })
+}
+
+/// The `[query]` fields of issue 16: server limits, forwarding, authentication.
+fn validate_servers(q: &RawQuery) -> Result<(Limits, Forwarding, RespAuth, HttpAuth), ConfigError> {
+    let ms = |field: &str, value: u64, min: u64, max: u64| {
+        in_range(field, value, min, max).map(Duration::from_millis)
+    };
+    let bytes = |field: &str, value: u64, min: u64, max: u64| {
+        in_range(field, value, min, max).map(|v| v as usize)
+    };
+    let hour = 3_600_000;
+    let limits = Limits {
+        http_max_connections: bytes(
+            "query.http_max_connections",
+            q.http_max_connections,
+            1,
+            100_000,
+        )?,
+        http_header_timeout: ms(
+            "query.http_header_timeout_ms",
+            q.http_header_timeout_ms,
+            100,
+            hour,
+        )?,
+        http_request_timeout: ms(
+            "query.http_request_timeout_ms",
+            q.http_request_timeout_ms,
+            100,
+            hour,
+        )?,
+        // hyper's read buffer cannot be smaller than 8 KiB.
+        http_max_request_bytes: bytes(
+            "query.http_max_request_bytes",
+            q.http_max_request_bytes,
+            8192,
+            1 << 24,
+        )?,
+        shutdown_timeout: ms(
+            "query.shutdown_timeout_ms",
+            q.shutdown_timeout_ms,
+            0,
+            600_000,
+        )?,
+        resp_idle_timeout: match q.resp_idle_timeout_ms {
+            0 => None,
+            v => Some(ms("query.resp_idle_timeout_ms", v, 100, 24 * hour)?),
+        },
+        resp_output_buffer_bytes: bytes(
+            "query.resp_output_buffer_bytes",
+            q.resp_output_buffer_bytes,
+            1024,
+            1 << 30,
+        )?,
+        resp_output_timeout: ms(
+            "query.resp_output_timeout_ms",
+            q.resp_output_timeout_ms,
+            100,
+            hour,
+        )?,
+        resp_max_request_bytes: bytes(
+            "query.resp_max_request_bytes",
+            q.resp_max_request_bytes,
+            1024,
+            1 << 29,
+        )?,
+        max_wait: ms("query.max_wait_ms", q.max_wait_ms, 0, hour)?,
+    };
+    let forwarding = Forwarding {
+        enabled: q.forward,
+        timeout: ms(
+            "query.forward_timeout_ms",
+            q.forward_timeout_ms,
+            10,
+            600_000,
+        )?,
+        pool_size: bytes("query.forward_pool_size", q.forward_pool_size, 0, 1024)?,
+        user: q.forward_user.clone(),
+    };
+    let resp_auth = RespAuth {
+        password: q.resp_password.clone(),
+        users: q.resp_users.clone(),
+    };
+    for (name, secret) in &resp_auth.users {
+        let bad = name.is_empty() || name.bytes().any(|b| !b.is_ascii_graphic());
+        if bad || name == DEFAULT_USER || !secret.is_set() {
+            return Err(field_error(
+                &format!("query.resp_users.{name}"),
+                "a user needs a printable name other than `default` and a password",
+                "set `name = \"password\"`; the default user's password is query.resp_password",
+            ));
+        }
+    }
+    if !q.forward_user.is_empty() && !resp_auth.users.contains_key(&q.forward_user) {
+        return Err(field_error(
+            "query.forward_user",
+            format!("`{}` is not in query.resp_users", q.forward_user),
+            "name one of query.resp_users, or leave it empty to forward as `default`",
+        ));
+    }
+    let http_auth = HttpAuth {
+        token: q.http_token.clone(),
+        metrics_need_token: q.metrics_need_token,
+    };
+    Ok((limits, forwarding, resp_auth, http_auth))
 }
 
 fn in_range<T>(field: &str, value: T, min: T, max: T) -> Result<T, ConfigError>

@@ -11,7 +11,9 @@ use crate::kafka::admin::{self, AdminError};
 use crate::liveness::{self, Liveness};
 use crate::ownership::{self, Announcer, OwnerTable};
 use crate::processor::{self, ProcessorError, Setup};
+use crate::query::http_forward::HttpForwarder;
 use crate::query::local::LocalState;
+use crate::query::resp_forward::RespForwarder;
 use crate::query::{self, Owner, StateQuery};
 use crate::shutdown;
 use crate::telemetry::Metrics;
@@ -148,12 +150,44 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
     ));
     let state: Arc<dyn StateQuery> = local.clone();
 
-    let http_task = tokio::spawn(query::http::serve(http, state.clone(), trigger.subscribe()));
-    let limits = query::resp::RespLimits {
-        max_connections: config.query.resp_max_connections,
-        ..query::resp::RespLimits::default()
+    let q = &config.query;
+    let reserved = query::fd_budget::reserved(layout.input);
+    let (resp_clients, http_clients) = query::fd_budget::fit_caps(
+        q.resp_max_connections,
+        q.limits.http_max_connections,
+        reserved,
+    );
+    let limits = query::settings::Limits {
+        http_max_connections: http_clients,
+        ..q.limits
     };
-    let resp_task = tokio::spawn(query::resp::serve(resp, state, limits, trigger.subscribe()));
+    let api = query::http::Api {
+        query: state.clone(),
+        limits,
+        auth: q.http_auth.clone(),
+        forwarder: q
+            .forwarding
+            .enabled
+            .then(|| HttpForwarder::new(&q.forwarding, q.http_auth.token.clone(), &instance_id)),
+    };
+    let http_task = tokio::spawn(query::http::serve(http, api, trigger.subscribe()));
+    let resp_server = query::resp::RespServer {
+        query: state,
+        limits: query::resp::RespLimits {
+            max_connections: resp_clients,
+            max_request_bytes: q.limits.resp_max_request_bytes,
+            idle_timeout: q.limits.resp_idle_timeout,
+            output_buffer_bytes: q.limits.resp_output_buffer_bytes,
+            output_timeout: q.limits.resp_output_timeout,
+            ..query::resp::RespLimits::default()
+        },
+        auth: q.resp_auth.clone(),
+        forwarder: q.forwarding.enabled.then(|| {
+            let login = q.resp_auth.credentials(&q.forwarding.user);
+            Arc::new(RespForwarder::new(&q.forwarding, login))
+        }),
+    };
+    let resp_task = tokio::spawn(query::resp::serve(resp, resp_server, trigger.subscribe()));
 
     let announcer = Arc::new(Announcer::new(&config, me)?);
     let liveness = Arc::new(Liveness::new(config.stream_threads, config.stall_timeout));

@@ -96,6 +96,29 @@ impl Announcer {
     }
 }
 
+/// An announced address must be `host:port` (a DNS name or an IP, `[v6]` bracketed): it ends up
+/// in URLs, `-MOVED` replies and connections the query servers open, so anything else (a
+/// path, credentials, spaces, a scheme) is ignored rather than followed.
+pub fn valid_addr(addr: &str) -> bool {
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    port_ok && host.len() <= 253 && host.split('.').all(label_ok)
+}
+
 /// Follows the owners topic until shutdown, on its own thread.
 pub fn spawn_reader(
     config: &Config,
@@ -115,6 +138,17 @@ pub fn spawn_reader(
                         let parsed = message
                             .payload()
                             .and_then(|v| serde_json::from_slice::<Announcement>(v).ok());
+                        let parsed = parsed.filter(|a| {
+                            let valid = valid_addr(&a.http_addr) && valid_addr(&a.resp_addr);
+                            if !valid {
+                                tracing::warn!(
+                                    partition = a.partition,
+                                    instance = %a.instance_id.escape_debug(),
+                                    "ignoring an owner announcement whose addresses are not host:port"
+                                );
+                            }
+                            valid
+                        });
                         if let Some(a) = parsed {
                             table.set(
                                 a.partition,
@@ -133,4 +167,39 @@ pub fn spawn_reader(
         })
         .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
     Ok(thread)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_addr;
+
+    #[test]
+    fn only_host_port_addresses_are_followed() {
+        for good in [
+            "127.0.0.1:8080",
+            "[::1]:6380",
+            "node-1.example.com:80",
+            "localhost:1",
+        ] {
+            assert!(valid_addr(good), "{good}");
+        }
+        for bad in [
+            "",
+            "host",
+            "host:",
+            "host:0",
+            "host:99999",
+            "http://h:1",
+            "h/x:1",
+            "user@h:1",
+            "h h:1",
+            "-h:1",
+            "h..x:1",
+            "h:1\r\nX: y",
+            "[::1]",
+            "1.2.3.4:80/path",
+        ] {
+            assert!(!valid_addr(bad), "{bad}");
+        }
+    }
 }

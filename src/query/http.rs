@@ -1,47 +1,61 @@
 //! The HTTP (JSON) read API: `GET /v1/state/{key}`, `/v1/status`, `/metrics`, `/healthz`,
 //! `/readyz`.
 //!
-//! Every answer comes from the [`StateQuery`]; this module only maps a [`Lookup`] to a status
-//! code and body. A key owned by another instance is answered with a 307 to that instance, so
-//! any HTTP client that follows redirects reads from the owner without knowing the layout.
+//! Every answer comes from the [`StateQuery`]; this module maps a [`Lookup`] to a status code
+//! and body, with the position the answer reflects (`?after=&wait_ms=` asks for a minimum,
+//! for reading one's own writes). A key owned by another instance is forwarded to it (one
+//! hop, [`super::http_forward`]) or, with forwarding off, answered with a 307 to it. The
+//! connections and their limits are [`super::http_server`]'s job.
 
 use std::io;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
-use super::{Lookup, StateQuery, StateView};
+use super::auth::HttpAuth;
+use super::http_forward::{HttpForwarder, FORWARDED_HEADER};
+use super::settings::Limits;
+use super::{Lookup, Owner, Position, StateQuery, StateView};
 use crate::domain::validate_key;
 use crate::shutdown::Shutdown;
 
 const STATE_PREFIX: &str = "/v1/state/";
 /// The Prometheus text exposition format, as scrapers expect it.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// How often a read waiting for a position looks again. Commits come every commit interval
+/// (100 ms by default), so this adds little delay and needs nothing from the stream thread.
+const WAIT_POLL: Duration = Duration::from_millis(5);
 
-type Query = Arc<dyn StateQuery>;
-
-/// Serves the API on `listener` until `shutdown` fires, then lets in-flight requests finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    query: Query,
-    mut shutdown: Shutdown,
-) -> io::Result<()> {
-    let addr = listener.local_addr()?;
-    info!(%addr, "http query server listening");
-    axum::serve(listener, router(query))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await?;
-    info!(%addr, "http query server stopped");
-    Ok(())
+/// What the handlers share.
+pub struct Api {
+    pub query: Arc<dyn StateQuery>,
+    pub limits: Limits,
+    pub auth: HttpAuth,
+    /// `None`: keys owned elsewhere are answered with a redirect.
+    pub forwarder: Option<HttpForwarder>,
 }
 
-fn router(query: Query) -> Router {
+type Shared = Arc<Api>;
+
+/// Serves the API on `listener` until `shutdown` fires, within the limits of `api.limits`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    api: Api,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    let limits = api.limits;
+    super::http_server::serve(listener, router(Arc::new(api)), limits, shutdown).await
+}
+
+fn router(api: Shared) -> Router {
     Router::new()
         .route("/v1/state/{key}", get(get_state))
         .route("/v1/status", get(get_status))
@@ -49,13 +63,115 @@ fn router(query: Query) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(get_ready))
         .fallback(no_route)
-        .with_state(query)
+        .layer(middleware::from_fn_with_state(api.clone(), gate))
+        .with_state(api)
+}
+
+/// Runs before every route: refuses bodies (the API has none), checks the bearer token and
+/// bounds the time a request may take.
+async fn gate(State(api): State<Shared>, request: Request, next: Next) -> Response {
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": "body_not_allowed"}),
+        );
+    }
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    if !api.auth.allows(request.uri().path(), authorization) {
+        debug!(
+            path = request.uri().path(),
+            "http request refused: bad or missing token"
+        );
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
+            Json(json!({"error": "unauthorized"})),
+        )
+            .into_response();
+    }
+    match tokio::time::timeout(api.limits.http_request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "timeout"})),
+    }
+}
+
+fn error(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// `?after=<offset>&wait_ms=<n>`: answer only once the key's partition has applied input
+/// offset `after`, waiting up to `wait_ms` (bounded by `query.max_wait_ms`) for it.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ReadBound {
+    after: Option<i64>,
+    wait: Duration,
+}
+
+fn read_bound(query: Option<&str>, max_wait: Duration) -> Result<ReadBound, String> {
+    let mut bound = ReadBound::default();
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "after" => {
+                let after = value
+                    .parse::<i64>()
+                    .map_err(|_| format!("after={value} is not an offset"))?;
+                bound.after = Some(after);
+            }
+            "wait_ms" => {
+                let ms = value
+                    .parse::<u64>()
+                    .map_err(|_| format!("wait_ms={value} is not a number"))?;
+                bound.wait = Duration::from_millis(ms).min(max_wait);
+            }
+            _ => {}
+        }
+    }
+    Ok(bound)
+}
+
+/// Waits (bounded) until the key's partition has applied input offset `after`; the answer to
+/// give when it does not get there in time.
+async fn await_position(
+    api: &Api,
+    key: &str,
+    after: i64,
+    wait: Duration,
+) -> Result<Position, Response> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let position = api.query.position_of(key.as_bytes());
+        match position {
+            Some(p) if p.offset >= after => return Ok(p),
+            _ if Instant::now() >= deadline => {
+                return Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+                    Json(json!({"error": "not_yet", "after": after, "position": position})),
+                )
+                    .into_response())
+            }
+            _ => tokio::time::sleep(WAIT_POLL).await,
+        }
+    }
 }
 
 /// Takes the key from the raw URI rather than axum's `Path`: `Path<String>` rejects a key that
 /// decodes to invalid UTF-8 with a plain-text error, and we want the same JSON 400 as for
 /// every other invalid key.
-async fn get_state(State(query): State<Query>, uri: Uri) -> Response {
+async fn get_state(State(api): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
     // The route only matches `/v1/state/{one segment}`, so the prefix is always there.
     let raw = uri.path().strip_prefix(STATE_PREFIX).unwrap_or_default();
     let Some(bytes) = percent_decode(raw) else {
@@ -65,12 +181,39 @@ async fn get_state(State(query): State<Query>, uri: Uri) -> Response {
         Ok(key) => key,
         Err(poison) => return invalid_key(&poison.message),
     };
+    let bound = match read_bound(uri.query(), api.limits.max_wait) {
+        Ok(bound) => bound,
+        Err(message) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "bad_query", "message": message}),
+            )
+        }
+    };
+    // Position first: the state read after it is at least as new.
+    let mut position = api.query.position_of(key.as_bytes());
+    let mut lookup = api.query.lookup(key.as_bytes());
+    if let Some(after) = bound.after {
+        let behind = position.is_none_or(|p| p.offset < after);
+        // A key owned elsewhere waits at its owner, which gets the same query.
+        if behind && !matches!(lookup, Lookup::Elsewhere { .. }) {
+            match await_position(&api, key, after, bound.wait).await {
+                Ok(reached) => position = Some(reached),
+                Err(not_yet) => return not_yet,
+            }
+            lookup = api.query.lookup(key.as_bytes());
+        }
+    }
     // A lookup is one RocksDB point read (microseconds), cheap enough to run on the runtime.
-    match query.lookup(key.as_bytes()) {
-        Lookup::Found(state) => Json(StateView::new(key, &state)).into_response(),
+    match lookup {
+        Lookup::Found(state) => {
+            let mut body = serde_json::to_value(StateView::new(key, &state)).unwrap_or_default();
+            body["position"] = json!(position);
+            Json(body).into_response()
+        }
         Lookup::NotFound => (
             StatusCode::NOT_FOUND,
-            Json(json!({"error": "not_found", "key": key})),
+            Json(json!({"error": "not_found", "key": key, "position": position})),
         )
             .into_response(),
         Lookup::InvalidKey(poison) => invalid_key(&poison.message),
@@ -85,19 +228,11 @@ async fn get_state(State(query): State<Query>, uri: Uri) -> Response {
         )
             .into_response(),
         Lookup::Elsewhere { partition, owner } => {
-            let location = format!("http://{}/v1/state/{}", owner.http_addr, percent_encode(key));
-            let Ok(value) = HeaderValue::try_from(location.as_str()) else {
-                // An owner announced an address that cannot be a URL; say so rather than
-                // send a broken redirect.
-                warn!(partition, addr = %owner.http_addr, "owner has an invalid http address");
-                return failed(&format!("owner of partition {partition} announced an invalid address"));
-            };
-            (
-                StatusCode::TEMPORARY_REDIRECT,
-                [(header::LOCATION, value)],
-                Json(json!({"error": "elsewhere", "partition": partition, "owner": owner, "location": location})),
-            )
-                .into_response()
+            let forwarded = headers.contains_key(FORWARDED_HEADER);
+            match &api.forwarder {
+                Some(forwarder) if !forwarded => forward(forwarder, &owner, &uri, bound.wait).await,
+                _ => redirect(partition, &owner, key, uri.query()),
+            }
         }
         Lookup::Unavailable { partition } => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -108,23 +243,72 @@ async fn get_state(State(query): State<Query>, uri: Uri) -> Response {
     }
 }
 
-async fn get_status(State(query): State<Query>) -> Response {
-    Json(query.status()).into_response()
+/// Passes the read to the key's owner and its answer back as it came.
+async fn forward(forwarder: &HttpForwarder, owner: &Owner, uri: &Uri, wait: Duration) -> Response {
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    match forwarder.get(&owner.http_addr, path, wait).await {
+        Ok(answer) => {
+            let mut response = (answer.status, answer.body).into_response();
+            if let Some(content_type) = answer.content_type {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type);
+            }
+            response
+        }
+        Err(cause) => {
+            warn!(owner = %owner.http_addr, error = %cause, "forwarding a read failed");
+            error(
+                StatusCode::BAD_GATEWAY,
+                json!({"error": "forward_failed", "owner": owner, "message": cause.to_string()}),
+            )
+        }
+    }
 }
 
-async fn get_metrics(State(query): State<Query>) -> Response {
+fn redirect(partition: i32, owner: &Owner, key: &str, query: Option<&str>) -> Response {
+    let mut location = format!(
+        "http://{}/v1/state/{}",
+        owner.http_addr,
+        percent_encode(key)
+    );
+    if let Some(query) = query {
+        location.push('?');
+        location.push_str(query);
+    }
+    let Ok(value) = HeaderValue::try_from(location.as_str()) else {
+        // An owner announced an address that cannot be a URL; say so rather than send a
+        // broken redirect.
+        warn!(partition, addr = %owner.http_addr, "owner has an invalid http address");
+        return failed(&format!(
+            "owner of partition {partition} announced an invalid address"
+        ));
+    };
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, value)],
+        Json(json!({"error": "elsewhere", "partition": partition, "owner": owner, "location": location})),
+    )
+        .into_response()
+}
+
+async fn get_status(State(api): State<Shared>) -> Response {
+    Json(api.query.status()).into_response()
+}
+
+async fn get_metrics(State(api): State<Shared>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static(METRICS_CONTENT_TYPE),
         )],
-        query.metrics(),
+        api.query.metrics(),
     )
         .into_response()
 }
 
-async fn get_ready(State(query): State<Query>) -> Response {
-    if query.ready() {
+async fn get_ready(State(api): State<Shared>) -> Response {
+    if api.query.ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
@@ -205,7 +389,7 @@ pub(crate) mod fake {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use crate::domain::{validate_key, HelloState, Mood};
-    use crate::query::{Lookup, Owner, PartitionStatus, StateQuery, Status};
+    use crate::query::{Lookup, Owner, PartitionStatus, Position, StateQuery, Status};
 
     /// Keys: `alice` (3/7 HAPPY), `bob` (12/20 ANGRY), `restoring*`, `remote*` (owner node-b),
     /// `far*` (owner node-c), `orphan` (no owner), `broken` (store failure); any other valid
@@ -300,6 +484,13 @@ pub(crate) mod fake {
         fn ready(&self) -> bool {
             self.ready.load(Ordering::Relaxed)
         }
+
+        fn position_of(&self, key: &[u8]) -> Option<Position> {
+            (key == b"alice" || key == b"nobody").then_some(Position {
+                partition: 0,
+                offset: 11,
+            })
+        }
     }
 }
 
@@ -325,11 +516,21 @@ mod tests {
     }
 
     async fn start() -> Server {
+        start_with(Limits::default(), HttpAuth::default()).await
+    }
+
+    async fn start_with(limits: Limits, auth: HttpAuth) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let query = Arc::new(FakeQuery::new());
         let (trigger, shutdown) = shutdown::channel();
-        let task = tokio::spawn(serve(listener, query.clone(), shutdown));
+        let api = Api {
+            query: query.clone(),
+            limits,
+            auth,
+            forwarder: None,
+        };
+        let task = tokio::spawn(serve(listener, api, shutdown));
         Server {
             addr,
             query,
@@ -389,7 +590,8 @@ mod tests {
         assert_eq!(
             reply.json(),
             json!({"key": "alice", "helloCount": 3, "helloTotalCount": 7, "mood": "HAPPY",
-                   "revision": 12, "updatedAt": 1_700_000_000_123_i64})
+                   "revision": 12, "updatedAt": 1_700_000_000_123_i64,
+                   "position": {"partition": 0, "offset": 11}})
         );
     }
 
@@ -398,7 +600,10 @@ mod tests {
         let server = start().await;
         let reply = get(server.addr, "/v1/state/nob%6Fdy").await;
         assert_eq!(reply.status, 404);
-        assert_eq!(reply.json(), json!({"error": "not_found", "key": "nobody"}));
+        assert_eq!(
+            reply.json(),
+            json!({"error": "not_found", "key": "nobody", "position": {"partition": 0, "offset": 11}})
+        );
     }
 
     #[tokio::test]
@@ -516,15 +721,159 @@ mod tests {
         drop(stalled);
     }
 
-    #[tokio::test]
-    async fn shutdown_stops_the_server() {
-        let server = start().await;
+    /// Fires shutdown after a served request and asserts that `serve` returns within `bound`.
+    async fn stops_within(server: Server, bound: Duration) {
         assert_eq!(get(server.addr, "/healthz").await.status, 200);
         server.trigger.fire();
-        let result = tokio::time::timeout(Duration::from_secs(5), server.task)
+        let result = tokio::time::timeout(bound, server.task)
             .await
             .expect("server stopped in time");
         assert!(result.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_the_server() {
+        stops_within(start().await, Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test]
+    async fn reads_wait_for_a_position_bounded() {
+        let limits = Limits {
+            max_wait: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        let server = start_with(limits, HttpAuth::default()).await;
+        let reply = get(server.addr, "/v1/state/alice?after=11").await;
+        assert_eq!(reply.status, 200);
+        let started = std::time::Instant::now();
+        let reply = get(server.addr, "/v1/state/alice?after=12&wait_ms=200").await;
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(reply.status, 503);
+        assert_eq!(
+            reply.json(),
+            json!({"error": "not_yet", "after": 12, "position": {"partition": 0, "offset": 11}})
+        );
+        // No position known (the fake gives bob none): never a silent answer.
+        assert_eq!(get(server.addr, "/v1/state/bob?after=0").await.status, 503);
+        assert_eq!(get(server.addr, "/v1/state/bob").await.status, 200);
+        assert_eq!(
+            get(server.addr, "/v1/state/alice?after=x").await.status,
+            400
+        );
+        // wait_ms is capped by max_wait.
+        let started = std::time::Instant::now();
+        let reply = get(server.addr, "/v1/state/alice?after=99&wait_ms=999999").await;
+        assert_eq!(reply.status, 503);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_half_sent_request_is_closed_after_the_header_timeout() {
+        let limits = Limits {
+            http_header_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let server = start_with(limits, HttpAuth::default()).await;
+        let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+        stalled
+            .write_all(b"GET /v1/state/alice HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "closed by the header timeout");
+        // An idle keep-alive connection too.
+        let mut idle = TcpStream::connect(server.addr).await.unwrap();
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "idle connection closed");
+        assert!(String::from_utf8_lossy(&rest).contains("200 OK"));
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_get_503() {
+        let limits = Limits {
+            http_max_connections: 2,
+            ..Limits::default()
+        };
+        let server = start_with(limits, HttpAuth::default()).await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut stream = TcpStream::connect(server.addr).await.unwrap();
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0; 12];
+            stream.read_exact(&mut buf).await.unwrap();
+            held.push(stream);
+        }
+        let refused = raw(server.addr, b"").await;
+        assert!(
+            refused.starts_with(b"HTTP/1.1 503"),
+            "{}",
+            String::from_utf8_lossy(&refused)
+        );
+        drop(held);
+        for attempt in 0.. {
+            let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+            if raw(server.addr, request).await.starts_with(b"HTTP/1.1 200") {
+                break;
+            }
+            assert!(attempt < 100, "no slot freed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_is_bounded_whatever_clients_do() {
+        let limits = Limits {
+            http_header_timeout: Duration::from_secs(600),
+            shutdown_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        let server = start_with(limits, HttpAuth::default()).await;
+        let mut stalled = Vec::new();
+        for _ in 0..20 {
+            let mut stream = TcpStream::connect(server.addr).await.unwrap();
+            stream.write_all(b"GET /v1/sta").await.unwrap();
+            stalled.push(stream);
+        }
+        // The served request lets the server accept them all before it is told to stop.
+        stops_within(server, Duration::from_secs(3)).await;
+    }
+
+    #[tokio::test]
+    async fn bearer_token_and_bodies() {
+        let auth = HttpAuth {
+            token: crate::query::auth::Secret::new("t0k"),
+            metrics_need_token: true,
+        };
+        let server = start_with(Limits::default(), auth).await;
+        assert_eq!(get(server.addr, "/v1/state/alice").await.status, 401);
+        assert_eq!(get(server.addr, "/metrics").await.status, 401);
+        assert_eq!(get(server.addr, "/healthz").await.status, 200);
+        assert_eq!(get(server.addr, "/readyz").await.status, 200);
+        let request = b"GET /v1/state/alice HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0k\r\n\
+            Connection: close\r\n\r\n";
+        assert!(raw(server.addr, request).await.starts_with(b"HTTP/1.1 200"));
+        let request = b"GET /v1/state/alice HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0k\r\n\
+            Content-Length: 5\r\nConnection: close\r\n\r\nhello";
+        assert!(raw(server.addr, request).await.starts_with(b"HTTP/1.1 413"));
+        let huge = format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(20 * 1024)
+        );
+        let answer = raw(server.addr, huge.as_bytes()).await;
+        assert!(
+            answer.is_empty() || answer.starts_with(b"HTTP/1.1 431"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::{Lookup, PartitionStatus, StateQuery, Status};
+use super::{Lookup, PartitionStatus, Position as AnswerPosition, StateQuery, Status};
 use crate::config::Config;
 use crate::domain::validate_key;
 use crate::ownership::OwnerTable;
@@ -273,6 +273,18 @@ impl StateQuery for LocalState {
             text.push_str(&lags);
         }
         text
+    }
+
+    fn position_of(&self, key: &[u8]) -> Option<AnswerPosition> {
+        let partition = partition_for_key(key, self.input_partitions);
+        let active = self
+            .slot(partition)
+            .is_some_and(|slot| matches!(slot.read().as_ref(), Some(View::Active(_))));
+        let next = self.position(partition).filter(|_| active)?;
+        Some(AnswerPosition {
+            partition,
+            offset: next - 1,
+        })
     }
 
     fn ready(&self) -> bool {

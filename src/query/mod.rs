@@ -6,11 +6,20 @@
 //! Kafka committed the transaction, so a read is at most one commit interval behind the input
 //! and never shows an aborted change.
 
+mod accept;
+pub mod auth;
 pub mod client;
+pub mod fd_budget;
 pub mod http;
+pub mod http_forward;
+pub mod http_server;
 pub mod local;
 pub mod resp;
+mod resp_commands;
+pub mod resp_forward;
 pub mod resp_protocol;
+pub mod resp_reply;
+pub mod settings;
 
 use serde::Serialize;
 
@@ -80,6 +89,14 @@ pub struct Status {
     pub partitions: Vec<PartitionStatus>,
 }
 
+/// What a read reflects: every input record of `partition` up to `offset` (inclusive) has
+/// its effect in the answer; -1 when the partition has applied nothing yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Position {
+    pub partition: i32,
+    pub offset: i64,
+}
+
 /// What the query servers need from the rest of the daemon.
 pub trait StateQuery: Send + Sync + 'static {
     fn lookup(&self, key: &[u8]) -> Lookup;
@@ -88,6 +105,12 @@ pub trait StateQuery: Send + Sync + 'static {
     fn metrics(&self) -> String;
     /// True once the stream thread runs and no owned partition is restoring.
     fn ready(&self) -> bool;
+    /// The position of the key's partition when it is active here and known. Read it before
+    /// [`StateQuery::lookup`]: the store is written before the position moves, so the state
+    /// then read is at least as new as the position says.
+    fn position_of(&self, _key: &[u8]) -> Option<Position> {
+        None
+    }
 }
 
 /// The JSON body of `GET /v1/state/{key}` (field names as the seed's API used them).

@@ -1,70 +1,100 @@
-//! A read-only Redis protocol (RESP2) server, so `redis-cli`, `redis-benchmark` and any Redis
-//! client library can read the counters.
+//! A read-only Redis protocol server (RESP2, and RESP3 after `HELLO 3`), so `redis-cli`,
+//! `redis-benchmark` and Redis client libraries can read the counters.
 //!
 //! A key's state is a hash (`HGETALL alice`), and `GET alice` is its `helloCount`. A key owned
-//! by another instance answers `-MOVED <partition> <host:port>` like Redis Cluster, so
-//! `redis-cli -c` follows it; a restoring partition answers `-TRYAGAIN`. Writes are refused:
-//! state changes only through the input topic.
+//! by another instance is forwarded to its owner ([`super::resp_forward`]), or, with
+//! forwarding off, answered `-MOVED <partition> <host:port>` so `redis-cli -c` follows it; a
+//! restoring partition answers `-TRYAGAIN`. Writes are refused: state changes only through
+//! the input topic. The commands themselves are [`super::resp_commands`].
 //!
-//! One task per connection reads as many bytes as are there, answers every complete command
+//! One task per connection reads as many bytes as are there, answers the complete commands
 //! in the buffer into one output buffer and writes it with one syscall: that is what makes
-//! pipelined clients fast. The wire format lives in [`super::resp_protocol`]; its parser
-//! works on byte ranges of the input buffer, so a GET allocates nothing once the
-//! connection's buffers have grown.
+//! pipelined clients fast. What one client can make the server hold is bounded as in Redis:
+//! `maxclients`, an idle `timeout`, an output limit (past it the server writes before it
+//! reads on, and a client that does not take its replies in time is disconnected), a
+//! command-size limit, and buffers that shrink back when the connection goes quiet.
 
-use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinError, JoinSet};
+use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn};
 
-use super::resp_protocol::{
-    bulk, bulk_u64, command, config, find_command, lookup_error, nil, ok, parse_command,
-    push_printable, write_field, Parsed, FIELDS, WRITE_COMMANDS,
-};
-use super::{Lookup, StateQuery};
-use crate::domain::HelloState;
+use super::accept::{accept, Accepted};
+use super::auth::RespAuth;
+use super::resp_commands::Flow;
+use super::resp_forward::RespForwarder;
+use super::resp_protocol::{parse_command, Parsed, Proto};
+use super::StateQuery;
 use crate::shutdown::Shutdown;
 
-/// What Redis reports as its version; clients gate features on it, so it must parse as one.
-const REDIS_VERSION: &str = "7.0.0";
 const READ_CHUNK: usize = 16 * 1024;
-/// Output buffers above this are shrunk after a write, so one huge MGET does not pin memory.
-const KEEP_OUTPUT_BYTES: usize = 256 * 1024;
+/// Buffers above this are shrunk back once their contents are gone, so one huge command or
+/// reply does not pin memory for the life of the connection.
+const KEEP_BUFFER_BYTES: usize = 64 * 1024;
+/// A connection quiet for this long gives its buffers back: idle clients then cost a task
+/// and a socket, not 32 KiB each.
+const IDLE_TRIM: Duration = Duration::from_secs(1);
 
-const READ_ONLY: &[u8] =
-    b"-ERR hello-streams is read-only: state changes only through the hello-events topic\r\n";
-const MAX_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
-const CROSSSLOT: &[u8] =
-    b"-CROSSSLOT Keys in request don't belong to partitions of the same instance\r\n";
-const DB_RANGE: &[u8] = b"-ERR DB index is out of range\r\n";
-const NOT_AN_INTEGER: &[u8] = b"-ERR value is not an integer or out of range\r\n";
-// Counting keys needs a scan of every store; a made-up 0 would mislead tools.
-const DBSIZE: &[u8] = b"-ERR DBSIZE is not supported: counting keys needs a full store scan\r\n";
-const NO_AUTH: &[u8] = b"-ERR AUTH is not supported: hello-streams has no users\r\n";
+pub(super) const MAX_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RespLimits {
-    /// Connections served at once; one more is told so and closed.
+    /// Connections served at once (`maxclients`); one more is told so and closed.
     pub max_connections: usize,
     /// Largest single command (all its arguments) in bytes.
     pub max_request_bytes: usize,
     /// Most arguments in one command, the name included.
     pub max_args: usize,
+    /// A client that sends nothing for this long is closed (Redis' `timeout`); `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// Reply bytes held for one client; past it the server writes before reading on.
+    pub output_buffer_bytes: usize,
+    /// A client that does not take its replies for this long is closed.
+    pub output_timeout: Duration,
+}
+
+impl RespLimits {
+    pub const DEFAULT: RespLimits = RespLimits {
+        max_connections: 10_000,
+        max_request_bytes: 1024 * 1024,
+        max_args: 1024,
+        idle_timeout: Some(Duration::from_secs(300)),
+        output_buffer_bytes: 1024 * 1024,
+        output_timeout: Duration::from_secs(10),
+    };
 }
 
 impl Default for RespLimits {
     fn default() -> Self {
-        RespLimits {
-            max_connections: 1024,
-            max_request_bytes: 1024 * 1024,
-            max_args: 1024,
+        RespLimits::DEFAULT
+    }
+}
+
+/// Everything a RESP server needs besides its socket.
+pub struct RespServer {
+    pub query: Arc<dyn StateQuery>,
+    pub limits: RespLimits,
+    pub auth: RespAuth,
+    /// `None`: keys owned elsewhere are answered with `-MOVED`.
+    pub forwarder: Option<Arc<RespForwarder>>,
+}
+
+impl RespServer {
+    /// A server with default limits, no authentication and no forwarding.
+    pub fn open(query: Arc<dyn StateQuery>, limits: RespLimits) -> Self {
+        RespServer {
+            query,
+            limits,
+            auth: RespAuth::default(),
+            forwarder: None,
         }
     }
 }
@@ -72,12 +102,13 @@ impl Default for RespLimits {
 /// Serves RESP on `listener` until `shutdown` fires; returns once every connection task ended.
 pub async fn serve(
     listener: TcpListener,
-    query: Arc<dyn StateQuery>,
-    limits: RespLimits,
+    server: RespServer,
     mut shutdown: Shutdown,
 ) -> io::Result<()> {
     let addr = listener.local_addr()?;
+    let limits = server.limits;
     info!(%addr, max_connections = limits.max_connections, "resp query server listening");
+    let server = Arc::new(server);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
     let mut next_id: u64 = 0;
@@ -86,29 +117,19 @@ pub async fn serve(
             _ = shutdown.wait() => break,
             // Reap finished connections so the set stays as small as the live ones.
             Some(joined) = connections.join_next(), if !connections.is_empty() => log_join(joined),
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Usually out of file descriptors: back off instead of spinning.
-                        warn!(%error, "resp accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    // A fresh socket's send buffer is empty, so a non-blocking write goes
-                    // through and the accept loop never waits on a client it refuses.
-                    let _ = stream.try_write(MAX_CLIENTS);
-                    debug!(%peer, "resp connection refused: max clients");
+            accepted = accept(&listener, &permits, MAX_CLIENTS, "resp") => {
+                let Some(Accepted { stream, peer, permit }) = accepted else {
                     continue;
                 };
                 next_id += 1;
                 let session = Session {
-                    query: query.clone(),
-                    limits,
+                    server: server.clone(),
                     id: next_id,
                     name: None,
+                    proto: Proto::Resp2,
+                    authenticated: !server.auth.required(),
+                    failed_logins: 0,
+                    forwarding_peer: false,
                     permits: permits.clone(),
                 };
                 let mut stop = shutdown.clone();
@@ -141,42 +162,53 @@ fn log_join(joined: Result<(), JoinError>) {
     }
 }
 
-/// What the connection loop does after a command.
-#[derive(Debug, PartialEq, Eq)]
-enum Flow {
-    Continue,
-    Close,
+/// One client's connection state.
+pub(super) struct Session {
+    pub(super) server: Arc<RespServer>,
+    pub(super) id: u64,
+    pub(super) name: Option<Vec<u8>>,
+    pub(super) proto: Proto,
+    pub(super) authenticated: bool,
+    pub(super) failed_logins: u32,
+    /// The client is another instance forwarding a read: never forward it again.
+    pub(super) forwarding_peer: bool,
+    pub(super) permits: Arc<Semaphore>,
 }
 
-/// Marks that the error reply for a lookup was already written.
-struct Replied;
-
-struct Session {
-    query: Arc<dyn StateQuery>,
-    limits: RespLimits,
-    id: u64,
-    name: Option<Vec<u8>>,
-    permits: Arc<Semaphore>,
+/// Why a connection ended without an I/O error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Ended {
+    #[error("idle for longer than the timeout")]
+    Idle,
+    #[error("did not take its replies within the output timeout")]
+    OutputStalled,
 }
 
 impl Session {
     async fn run(mut self, mut stream: TcpStream) -> io::Result<()> {
         // Replies are written once per batch already; Nagle would only add latency.
         stream.set_nodelay(true)?;
-        let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-        let mut output: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+        let limits = self.server.limits;
+        let mut input: Vec<u8> = Vec::new();
+        let mut output: Vec<u8> = Vec::new();
         let mut args: Vec<Range<usize>> = Vec::new();
+        let mut quiet = Quiet::new(limits.idle_timeout);
         loop {
             let mut start = 0;
             let mut flow = Flow::Continue;
             while start < input.len() && flow == Flow::Continue {
-                match parse_command(&input[start..], &self.limits, &mut args) {
+                match parse_command(&input[start..], &limits, &mut args) {
                     Ok(Parsed::Incomplete) => break,
                     Ok(Parsed::Command(len)) => {
                         let frame = &input[start..start + len];
                         start += len;
-                        if !args.is_empty() {
-                            flow = self.execute(frame, &args, &mut output);
+                        if args.is_empty() {
+                            continue;
+                        }
+                        flow = self.execute(frame, &args, &mut output);
+                        if let Flow::Forward(job) = flow {
+                            self.forward(job, frame, &args, &mut output).await;
+                            flow = Flow::Continue;
                         }
                     }
                     Err(error) => {
@@ -185,294 +217,140 @@ impl Session {
                         flow = Flow::Close;
                     }
                 }
+                if output.len() >= limits.output_buffer_bytes {
+                    flush(&mut stream, &mut output, limits.output_timeout).await?;
+                }
             }
-            if !output.is_empty() {
-                stream.write_all(&output).await?;
-                output.clear();
-                output.shrink_to(KEEP_OUTPUT_BYTES);
-            }
+            flush(&mut stream, &mut output, limits.output_timeout).await?;
             if flow == Flow::Close {
                 return Ok(());
             }
             input.drain(..start);
+            if input.is_empty() && input.capacity() > KEEP_BUFFER_BYTES {
+                input = Vec::new();
+            }
             if input.capacity() - input.len() < READ_CHUNK / 4 {
                 input.reserve(READ_CHUNK);
             }
-            if stream.read_buf(&mut input).await? == 0 {
+            // Pipelining clients usually have the next batch waiting: read it without a timer.
+            match stream.try_read_buf(&mut input) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {
+                    quiet.heard();
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if !quiet.wait(&stream, &mut input, &mut output).await? {
+                debug!(client = self.id, "resp connection closed: {}", Ended::Idle);
                 return Ok(());
-            }
-        }
-    }
-
-    /// Answers one command into `out`. `args` is never empty: the loop skips empty commands.
-    fn execute(&mut self, frame: &[u8], args: &[Range<usize>], out: &mut Vec<u8>) -> Flow {
-        let arg = |i: usize| args.get(i).map(|r| &frame[r.clone()]);
-        let name = &frame[args[0].clone()];
-        let Some(spec) = find_command(name) else {
-            let is_write = WRITE_COMMANDS
-                .split(' ')
-                .any(|c| name.eq_ignore_ascii_case(c.as_bytes()));
-            if is_write {
-                out.extend_from_slice(READ_ONLY);
-            } else {
-                out.extend_from_slice(b"-ERR unknown command '");
-                push_printable(out, name);
-                out.extend_from_slice(b"'\r\n");
-            }
-            return Flow::Continue;
-        };
-        let argc = args.len();
-        let arity = spec.arity.unsigned_abs() as usize;
-        if argc < arity || (spec.arity > 0 && argc > arity) {
-            wrong_arity(out, spec.name);
-            return Flow::Continue;
-        }
-        // Arity was checked above, so the arguments a command needs are there.
-        let key = arg(1).unwrap_or_default();
-        match spec.name {
-            "get" => match self.local(key, out) {
-                Ok(Some(state)) => bulk_u64(out, state.hello_count),
-                Ok(None) => nil(out),
-                Err(Replied) => {}
-            },
-            "mget" => {
-                let mark = out.len();
-                let _ = write!(out, "*{}\r\n", argc - 1);
-                let _ = self.each_local(frame, &args[1..], out, mark, |out, state| match state {
-                    Some(state) => bulk_u64(out, state.hello_count),
-                    None => nil(out),
-                });
-            }
-            "exists" => {
-                let (mut found, mark) = (0, out.len());
-                let count =
-                    |_: &mut Vec<u8>, state: Option<&HelloState>| found += state.is_some() as usize;
-                if self.each_local(frame, &args[1..], out, mark, count).is_ok() {
-                    let _ = write!(out, ":{found}\r\n");
-                }
-            }
-            "hgetall" => match self.local(key, out) {
-                Ok(Some(state)) => {
-                    out.extend_from_slice(b"*10\r\n");
-                    for field in FIELDS {
-                        bulk(out, field.as_bytes());
-                        write_field(out, &state, field);
-                    }
-                }
-                Ok(None) => out.extend_from_slice(b"*0\r\n"),
-                Err(Replied) => {}
-            },
-            "hget" => match (
-                self.local(key, out),
-                FIELDS.iter().find(|f| Some(f.as_bytes()) == arg(2)),
-            ) {
-                (Ok(Some(state)), Some(field)) => write_field(out, &state, field),
-                (Ok(_), _) => nil(out),
-                (Err(Replied), _) => {}
-            },
-            "ping" => match argc {
-                1 => out.extend_from_slice(b"+PONG\r\n"),
-                2 => bulk(out, key),
-                _ => wrong_arity(out, spec.name),
-            },
-            "echo" => bulk(out, key),
-            "quit" => {
-                ok(out);
-                return Flow::Close;
-            }
-            "info" => self.info(arg(1), out),
-            "command" => command(arg(1), frame, args.get(2..).unwrap_or_default(), out),
-            "hello" => self.hello(arg(1), out),
-            "client" => self.client(key, arg(2), out),
-            "select" => match key {
-                b"0" => ok(out),
-                index if index.iter().all(u8::is_ascii_digit) => out.extend_from_slice(DB_RANGE),
-                _ => out.extend_from_slice(NOT_AN_INTEGER),
-            },
-            "config" => config(key, arg(2), out),
-            "dbsize" => out.extend_from_slice(DBSIZE),
-            "auth" => out.extend_from_slice(NO_AUTH),
-            _ => {
-                // Only reachable if COMMANDS lists a name this match does not handle.
-                warn!(
-                    command = spec.name,
-                    "resp command listed but not implemented"
-                );
-                let _ = write!(out, "-ERR command '{}' is not implemented\r\n", spec.name);
-            }
-        }
-        Flow::Continue
-    }
-
-    /// The key's state when this instance owns it; otherwise writes the error reply.
-    fn local(&self, key: &[u8], out: &mut Vec<u8>) -> Result<Option<HelloState>, Replied> {
-        match self.query.lookup(key) {
-            Lookup::Found(state) => Ok(Some(state)),
-            Lookup::NotFound => Ok(None),
-            other => {
-                lookup_error(out, &other);
-                Err(Replied)
-            }
-        }
-    }
-
-    /// Calls `each` for every key in order when all of them are local. Otherwise truncates
-    /// `out` back to `mark` and writes one error: MOVED when every key has the same remote
-    /// owner (the client resends the whole command there), CROSSSLOT when they are spread.
-    fn each_local(
-        &self,
-        frame: &[u8],
-        keys: &[Range<usize>],
-        out: &mut Vec<u8>,
-        mark: usize,
-        mut each: impl FnMut(&mut Vec<u8>, Option<&HelloState>),
-    ) -> Result<(), Replied> {
-        let mut local = 0_usize;
-        let mut remote: Option<Lookup> = None;
-        let mut spread = false;
-        for key in keys {
-            match self.query.lookup(&frame[key.clone()]) {
-                Lookup::Found(state) => {
-                    local += 1;
-                    each(out, Some(&state));
-                }
-                Lookup::NotFound => {
-                    local += 1;
-                    each(out, None);
-                }
-                Lookup::Elsewhere { partition, owner } => match &remote {
-                    Some(Lookup::Elsewhere { owner: first, .. }) => {
-                        spread |= first.resp_addr != owner.resp_addr
-                    }
-                    _ => remote = Some(Lookup::Elsewhere { partition, owner }),
-                },
-                other => {
-                    out.truncate(mark);
-                    lookup_error(out, &other);
-                    return Err(Replied);
-                }
-            }
-        }
-        let Some(remote) = remote else {
-            return Ok(());
-        };
-        out.truncate(mark);
-        if local > 0 || spread {
-            out.extend_from_slice(CROSSSLOT);
-        } else {
-            lookup_error(out, &remote);
-        }
-        Err(Replied)
-    }
-
-    fn info(&self, section: Option<&[u8]>, out: &mut Vec<u8>) {
-        let all = section.is_none_or(|s| {
-            [&b"all"[..], b"default", b"everything"]
-                .iter()
-                .any(|a| s.eq_ignore_ascii_case(a))
-        });
-        let wants =
-            |name: &str| all || section.is_some_and(|s| s.eq_ignore_ascii_case(name.as_bytes()));
-        // INFO is rare, so building it in a String is fine.
-        let mut text = String::new();
-        if wants("server") {
-            let status = self.query.status();
-            let restoring = status
-                .partitions
-                .iter()
-                .filter(|p| p.state == "restoring")
-                .count();
-            let _ = write!(
-                text,
-                "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\n\
-                 hello_streams_version:{}\r\nprocess_id:{}\r\ninstance_id:{}\r\n\
-                 application_id:{}\r\npartitions_owned:{}\r\npartitions_restoring:{restoring}\r\n\r\n",
-                env!("CARGO_PKG_VERSION"),
-                std::process::id(),
-                status.instance_id,
-                status.application_id,
-                status.partitions.len(),
-            );
-        }
-        if wants("clients") {
-            let max = self.limits.max_connections;
-            let connected = max - self.permits.available_permits();
-            let _ = write!(
-                text,
-                "# Clients\r\nconnected_clients:{connected}\r\nmaxclients:{max}\r\n\r\n"
-            );
-        }
-        if wants("replication") {
-            text.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
-        }
-        if wants("keyspace") {
-            text.push_str("# Keyspace\r\n");
-        }
-        bulk(out, text.as_bytes());
-    }
-
-    fn hello(&self, version: Option<&[u8]>, out: &mut Vec<u8>) {
-        match version {
-            None | Some(b"2") => {
-                // RESP2 has no map type: the reply is a flat array of field, value pairs.
-                let _ = write!(
-                    out,
-                    "*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n${}\r\n{REDIS_VERSION}\r\n\
-                     $5\r\nproto\r\n:2\r\n$2\r\nid\r\n:{}\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n\
-                     $4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n",
-                    REDIS_VERSION.len(),
-                    self.id
-                );
-            }
-            Some(b"3") => {
-                out.extend_from_slice(b"-NOPROTO sorry, this protocol version is not supported\r\n")
-            }
-            Some(_) => out
-                .extend_from_slice(b"-ERR Protocol version is not an integer or out of range\r\n"),
-        }
-    }
-
-    fn client(&mut self, sub: &[u8], value: Option<&[u8]>, out: &mut Vec<u8>) {
-        match (sub.to_ascii_uppercase().as_slice(), value) {
-            (b"SETNAME", Some(name)) => {
-                self.name = Some(name.to_vec());
-                ok(out);
-            }
-            (b"GETNAME", None) => match &self.name {
-                Some(name) => bulk(out, name),
-                None => nil(out),
-            },
-            (b"ID", None) => {
-                let _ = write!(out, ":{}\r\n", self.id);
-            }
-            // Clients send their library name and version; there is nothing to keep.
-            (b"SETINFO", Some(_)) => ok(out),
-            _ => {
-                out.extend_from_slice(b"-ERR unknown or malformed CLIENT subcommand '");
-                push_printable(out, sub);
-                out.extend_from_slice(b"'\r\n");
             }
         }
     }
 }
 
-fn wrong_arity(out: &mut Vec<u8>, name: &str) {
-    let _ = write!(
-        out,
-        "-ERR wrong number of arguments for '{name}' command\r\n"
-    );
+/// Writes out what is pending, bounded by the output timeout.
+async fn flush(stream: &mut TcpStream, output: &mut Vec<u8>, timeout: Duration) -> io::Result<()> {
+    // Replies usually fit in the socket buffer: write them without arming a timer.
+    let mut written = 0;
+    while written < output.len() {
+        match stream.try_write(&output[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if written < output.len() {
+        let rest = &output[written..];
+        match tokio::time::timeout(timeout, stream.write_all(rest)).await {
+            Ok(done) => done?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    Ended::OutputStalled,
+                ))
+            }
+        }
+    }
+    output.clear();
+    output.shrink_to(KEEP_BUFFER_BYTES);
+    Ok(())
+}
+
+/// Notices a quiet connection without a timer per wait: one timer per connection, reset
+/// only when it fires, so a busy connection pays for it about once per [`IDLE_TRIM`].
+struct Quiet {
+    timer: Pin<Box<Sleep>>,
+    last_input: Instant,
+    idle_timeout: Option<Duration>,
+}
+
+impl Quiet {
+    fn new(idle_timeout: Option<Duration>) -> Self {
+        let first = idle_timeout.map_or(IDLE_TRIM, |t| t.min(IDLE_TRIM));
+        Quiet {
+            timer: Box::pin(tokio::time::sleep(first)),
+            last_input: Instant::now(),
+            idle_timeout,
+        }
+    }
+
+    fn heard(&mut self) {
+        self.last_input = Instant::now();
+    }
+
+    /// Waits until the client sent something; `false` when it stayed quiet past the idle
+    /// timeout. A connection quiet for [`IDLE_TRIM`] gives its (empty) buffers back.
+    async fn wait(
+        &mut self,
+        stream: &TcpStream,
+        input: &mut Vec<u8>,
+        output: &mut Vec<u8>,
+    ) -> io::Result<bool> {
+        loop {
+            tokio::select! {
+                biased;
+                ready = stream.readable() => return ready.map(|()| true),
+                () = self.timer.as_mut() => {
+                    let quiet = self.last_input.elapsed();
+                    if self.idle_timeout.is_some_and(|t| quiet >= t) {
+                        return Ok(false);
+                    }
+                    if quiet >= IDLE_TRIM {
+                        if input.is_empty() {
+                            *input = Vec::new();
+                        }
+                        *output = Vec::new();
+                    }
+                    let far = self.last_input + Duration::from_secs(365 * 86_400);
+                    let mut next = self.idle_timeout.map_or(far, |t| self.last_input + t);
+                    if quiet < IDLE_TRIM {
+                        next = next.min(self.last_input + IDLE_TRIM);
+                    }
+                    self.timer.as_mut().reset(next);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
 
+    use std::collections::BTreeMap;
+
+    use tokio::io::AsyncReadExt;
     use tokio::task::JoinHandle;
     use tokio::time::timeout;
 
     use super::*;
+    use crate::query::auth::Secret;
     use crate::query::http::fake::FakeQuery;
-    use crate::query::resp_protocol::COMMANDS;
+    use crate::query::resp_commands::{CROSSSLOT, DBSIZE, NOAUTH, READ_ONLY, WRONGPASS};
+    use crate::query::resp_protocol::{bulk, COMMANDS};
     use crate::shutdown::{self, Trigger};
 
     const WAIT: Duration = Duration::from_secs(5);
@@ -484,11 +362,19 @@ mod tests {
     }
 
     async fn start(limits: RespLimits) -> Server {
+        start_with(limits, RespAuth::default()).await
+    }
+
+    async fn start_with(limits: RespLimits, auth: RespAuth) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (trigger, shutdown) = shutdown::channel();
         let query = Arc::new(FakeQuery::new());
-        let task = tokio::spawn(serve(listener, query, limits, shutdown));
+        let server = RespServer {
+            auth,
+            ..RespServer::open(query, limits)
+        };
+        let task = tokio::spawn(serve(listener, server, shutdown));
         Server {
             addr,
             trigger,
@@ -720,10 +606,7 @@ mod tests {
                 ("COMMAND INFO get nope", get_info),
                 ("HELLO", hello),
                 ("HELLO 2", hello),
-                (
-                    "HELLO 3",
-                    "-NOPROTO sorry, this protocol version is not supported\r\n",
-                ),
+                ("HELLO 4", "-NOPROTO unsupported protocol version\r\n"),
                 ("CLIENT GETNAME", "$-1\r\n"),
                 ("CLIENT SETNAME me", "+OK\r\n"),
                 ("client getname", "$2\r\nme\r\n"),
@@ -745,6 +628,10 @@ mod tests {
                     "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
                 ),
                 ("CONFIG GET maxmemory", "*0\r\n"),
+                (
+                    "CLIENT SETNAME a\tb",
+                    std::str::from_utf8(BAD_NAME_REPLY).unwrap(),
+                ),
                 ("CONFIG SET a b", "-ERR only CONFIG GET is supported\r\n"),
                 ("DBSIZE", dbsize),
             ],
@@ -893,5 +780,162 @@ mod tests {
         assert!(refused.unwrap_err().to_string().contains("read-only"));
         let commands: redis::Value = redis::cmd("COMMAND").query_async(&mut con).await.unwrap();
         assert!(matches!(commands, redis::Value::Array(v) if v.len() == COMMANDS.len()));
+    }
+
+    const BAD_NAME_REPLY: &[u8] = b"-ERR Client names cannot contain spaces, newlines or special \
+        characters, and are at most 256 bytes.\r\n";
+
+    #[tokio::test]
+    async fn resp3_after_hello_3() {
+        let server = start(RespLimits::default()).await;
+        let mut client = connect(&server).await;
+        let hello3 = "%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.0.0\r\n\
+            $5\r\nproto\r\n:3\r\n$2\r\nid\r\n:1\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n\
+            $4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n";
+        let alice = "%5\r\n$10\r\nhelloCount\r\n$1\r\n3\r\n$15\r\nhelloTotalCount\r\n$1\r\n7\r\n\
+            $4\r\nmood\r\n$5\r\nHAPPY\r\n$8\r\nrevision\r\n$2\r\n12\r\n\
+            $9\r\nupdatedAt\r\n$13\r\n1700000000123\r\n";
+        talk(
+            &mut client,
+            &[
+                ("GET nobody", "$-1\r\n"),
+                ("HELLO 3 SETNAME py", hello3),
+                ("CLIENT GETNAME", "$2\r\npy\r\n"),
+                ("GET nobody", "_\r\n"),
+                ("MGET alice nobody", "*2\r\n$1\r\n3\r\n_\r\n"),
+                ("HGETALL alice", alice),
+                ("HGETALL nobody", "%0\r\n"),
+                ("HGET alice nope", "_\r\n"),
+                ("CONFIG GET save", "%1\r\n$4\r\nsave\r\n$0\r\n\r\n"),
+                ("HELLO 2", &hello3.replace("%7", "*14").replace(":3", ":2")),
+                ("GET nobody", "$-1\r\n"),
+            ],
+        )
+        .await;
+    }
+
+    fn users() -> RespAuth {
+        RespAuth {
+            password: Secret::new("pw"),
+            users: BTreeMap::from([("app".to_owned(), Secret::new("apppw"))]),
+        }
+    }
+
+    #[tokio::test]
+    async fn auth_with_password_users_and_hello() {
+        let server = start_with(RespLimits::default(), users()).await;
+        let noauth = std::str::from_utf8(NOAUTH).unwrap();
+        let wrongpass = std::str::from_utf8(WRONGPASS).unwrap();
+        let mut client = connect(&server).await;
+        talk(
+            &mut client,
+            &[
+                ("GET alice", noauth),
+                ("PING", noauth),
+                ("SET a b", noauth),
+                ("AUTH nope", wrongpass),
+                ("AUTH app pw", wrongpass),
+                ("AUTH pw", "+OK\r\n"),
+                ("GET alice", "$1\r\n3\r\n"),
+            ],
+        )
+        .await;
+        let mut named = connect(&server).await;
+        talk(
+            &mut named,
+            &[("AUTH app apppw", "+OK\r\n"), ("GET bob", "$2\r\n12\r\n")],
+        )
+        .await;
+
+        let mut hello = connect(&server).await;
+        talk(
+            &mut hello,
+            &[("HELLO 3 AUTH app wrong", wrongpass), ("GET alice", noauth)],
+        )
+        .await;
+        hello
+            .write_all(&array("HELLO 3 AUTH app apppw"))
+            .await
+            .unwrap();
+        let mut head = [0; 2];
+        timeout(WAIT, hello.read_exact(&mut head))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&head, b"%7");
+
+        // Guessing closes the connection after a few tries.
+        let mut guesser = connect(&server).await;
+        let mut guesses = Vec::new();
+        for _ in 0..20 {
+            guesses.extend_from_slice(&array("AUTH guess"));
+        }
+        guesser.write_all(&guesses).await.unwrap();
+        let answer = until_closed(&mut guesser).await;
+        assert_eq!(answer, wrongpass.repeat(10).as_bytes());
+    }
+
+    #[tokio::test]
+    async fn auth_without_a_password_is_an_error_like_redis() {
+        let server = start(RespLimits::default()).await;
+        let mut client = connect(&server).await;
+        client.write_all(&array("AUTH x")).await.unwrap();
+        let mut reply = [0; 5];
+        timeout(WAIT, client.read_exact(&mut reply))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&reply, b"-ERR ");
+    }
+
+    #[tokio::test]
+    async fn idle_clients_are_disconnected() {
+        let server = start(RespLimits {
+            idle_timeout: Some(Duration::from_millis(300)),
+            ..RespLimits::default()
+        })
+        .await;
+        let mut client = connect(&server).await;
+        talk(&mut client, &[("PING", "+PONG\r\n")]).await;
+        let started = std::time::Instant::now();
+        assert_eq!(until_closed(&mut client).await, b"");
+        assert!(started.elapsed() >= Duration::from_millis(250));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_is_disconnected_and_others_are_served() {
+        let server = start(RespLimits {
+            output_buffer_bytes: 4096,
+            output_timeout: Duration::from_millis(500),
+            ..RespLimits::default()
+        })
+        .await;
+        let flooder = connect(&server).await;
+        let one = array("HGETALL alice");
+        let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 2000).collect();
+        // Writes until the server stops reading (its replies fill the socket buffers) and
+        // then closes this client; the writes then fail.
+        let flood = tokio::spawn(async move {
+            let mut flooder = flooder;
+            let mut sent = 0_usize;
+            for _ in 0..10_000 {
+                match timeout(Duration::from_secs(10), flooder.write_all(&batch)).await {
+                    Ok(Ok(())) => sent += batch.len(),
+                    _ => break,
+                }
+            }
+            sent
+        });
+        let mut other = connect(&server).await;
+        talk(&mut other, &[("GET alice", "$1\r\n3\r\n")]).await;
+        let sent = timeout(Duration::from_secs(20), flood)
+            .await
+            .expect("flooder cut off")
+            .unwrap();
+        assert!(
+            sent < 10_000 * one.len() * 2000,
+            "the flood was never cut off"
+        );
+        talk(&mut other, &[("GET bob", "$2\r\n12\r\n")]).await;
     }
 }

@@ -1,4 +1,4 @@
-//! The RESP2 wire format and the command vocabulary of the read-only server: parsing
+//! The RESP2/RESP3 wire format and the command vocabulary of the read-only server: parsing
 //! requests (arrays of bulk strings and inline commands), encoding replies, and the table of
 //! commands with their arity and `COMMAND` metadata. Pure code, no I/O: [`super::resp`]
 //! runs the connections and executes commands against the state.
@@ -206,8 +206,34 @@ pub(super) fn ok(out: &mut Vec<u8>) {
     out.extend_from_slice(b"+OK\r\n");
 }
 
-pub(super) fn nil(out: &mut Vec<u8>) {
-    out.extend_from_slice(b"$-1\r\n");
+/// The protocol a connection speaks: RESP2 until the client says `HELLO 3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Resp2,
+    Resp3,
+}
+
+/// "No value": RESP2's null bulk string, RESP3's null.
+pub(super) fn nil(out: &mut Vec<u8>, proto: Proto) {
+    out.extend_from_slice(match proto {
+        Proto::Resp2 => b"$-1\r\n",
+        Proto::Resp3 => b"_\r\n",
+    });
+}
+
+/// The header of a map of `pairs` entries: RESP3 has a map type, RESP2 a flat array.
+pub(super) fn map_header(out: &mut Vec<u8>, pairs: usize, proto: Proto) {
+    match proto {
+        Proto::Resp2 => out.push(b'*'),
+        Proto::Resp3 => out.push(b'%'),
+    }
+    let entries = if proto == Proto::Resp2 {
+        pairs * 2
+    } else {
+        pairs
+    };
+    push_u64(out, entries as u64);
+    out.extend_from_slice(b"\r\n");
 }
 
 pub(super) fn bulk(out: &mut Vec<u8>, data: &[u8]) {
@@ -394,7 +420,13 @@ pub(super) const WRITE_COMMANDS: &str =
 
 /// `COMMAND` replies: a 6-field entry (name, arity, flags, first key, last key, step) per
 /// command, which is what clients read to find key positions.
-pub(super) fn command(sub: Option<&[u8]>, frame: &[u8], names: &[Range<usize>], out: &mut Vec<u8>) {
+pub(super) fn command(
+    sub: Option<&[u8]>,
+    frame: &[u8],
+    names: &[Range<usize>],
+    proto: Proto,
+    out: &mut Vec<u8>,
+) {
     let entry = |out: &mut Vec<u8>, spec: &CommandSpec| {
         out.extend_from_slice(b"*6\r\n");
         bulk(out, spec.name.as_bytes());
@@ -427,7 +459,7 @@ pub(super) fn command(sub: Option<&[u8]>, frame: &[u8], names: &[Range<usize>], 
             for name in names {
                 match find_command(&frame[name.clone()]) {
                     Some(spec) => entry(out, spec),
-                    None => nil(out),
+                    None => nil(out, proto),
                 }
             }
         }
@@ -441,17 +473,23 @@ pub(super) fn command(sub: Option<&[u8]>, frame: &[u8], names: &[Range<usize>], 
 
 /// `CONFIG GET` for what redis-benchmark asks at start (`save`, `appendonly`): this server
 /// persists through Kafka, so neither applies.
-pub(super) fn config(sub: &[u8], parameter: Option<&[u8]>, out: &mut Vec<u8>) {
-    let reply: &[u8] = match parameter {
-        _ if !sub.eq_ignore_ascii_case(b"GET") => b"-ERR only CONFIG GET is supported\r\n",
-        None => b"-ERR wrong number of arguments for 'config|get' command\r\n",
-        Some(p) if p.eq_ignore_ascii_case(b"save") => b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n",
-        Some(p) if p.eq_ignore_ascii_case(b"appendonly") => {
-            b"*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
+pub(super) fn config(sub: &[u8], parameter: Option<&[u8]>, proto: Proto, out: &mut Vec<u8>) {
+    let value: &[u8] = match parameter {
+        _ if !sub.eq_ignore_ascii_case(b"GET") => {
+            out.extend_from_slice(b"-ERR only CONFIG GET is supported\r\n");
+            return;
         }
-        Some(_) => b"*0\r\n",
+        None => {
+            out.extend_from_slice(b"-ERR wrong number of arguments for 'config|get' command\r\n");
+            return;
+        }
+        Some(p) if p.eq_ignore_ascii_case(b"save") => b"",
+        Some(p) if p.eq_ignore_ascii_case(b"appendonly") => b"no",
+        Some(_) => return map_header(out, 0, proto),
     };
-    out.extend_from_slice(reply);
+    map_header(out, 1, proto);
+    bulk(out, &parameter.unwrap_or_default().to_ascii_lowercase());
+    bulk(out, value);
 }
 
 #[cfg(test)]
@@ -461,9 +499,9 @@ mod tests {
     use super::*;
 
     const LIMITS: RespLimits = RespLimits {
-        max_connections: 8,
         max_request_bytes: 1024,
         max_args: 8,
+        ..RespLimits::DEFAULT
     };
 
     type Args = Vec<Vec<u8>>;

@@ -5,8 +5,11 @@ mod cli;
 #[allow(dead_code)] // shared with tests/faults, which uses more of it
 mod common;
 mod dead_letters;
+mod hostile;
 mod processing;
 mod queries;
+mod read_your_writes;
 mod recovery;
+mod redis_clients;
 mod restore;
 mod scaling;

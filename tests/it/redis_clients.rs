@@ -1,0 +1,198 @@
+//! Real Redis client libraries against a two-instance group, read through one instance only:
+//! every key must come back right whichever instance owns it (the instance forwards), at
+//! redis-py's defaults (RESP3) and at `protocol=2`, with and without `AUTH`.
+//!
+//! redis-py and ioredis (Node) must be installed (`scripts/install-test-clients`); without
+//! them these tests fail.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+
+const KEYS: usize = 10_000;
+
+/// Two instances of one application, both ready, each owning some partitions.
+fn group(app: &App, extra: &[&str], envs: &[(&str, &str)]) -> (Daemon, Daemon) {
+    let start = |name: &str| {
+        let mut builder = app.daemon(name);
+        for set in extra {
+            builder = builder.set(set);
+        }
+        for (k, v) in envs {
+            builder = builder.env(k, v);
+        }
+        builder.start()
+    };
+    let mut a = start("a");
+    a.wait_ready(Duration::from_secs(60));
+    let mut b = start("b");
+    b.wait_ready(Duration::from_secs(90));
+    // b being ready means the group gave it its partitions; a must have settled too.
+    a.wait_ready(Duration::from_secs(90));
+    (a, b)
+}
+
+fn owned(daemon: &Daemon) -> usize {
+    let (_, body) = http_get_auth(daemon.http_port, "/v1/status", None);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    status["partitions"].as_array().map_or(0, Vec::len)
+}
+
+pub fn http_get_auth(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("http connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Produces a workload over `KEYS` keys, waits for all of it, and writes what each key must
+/// read as for the client scripts.
+fn load(app: &App) -> (BTreeMap<String, Expected>, std::path::PathBuf) {
+    // One hello per key first, so every one of the KEYS keys has state, then a mixed load.
+    let mut events: Vec<(String, String)> = (0..KEYS)
+        .map(|i| (format!("user-{i}"), "Hello".to_owned()))
+        .collect();
+    events.extend(workload(KEYS, KEYS, 16));
+    produce_events(&app.input, &events);
+    verify(app, &events, Duration::from_secs(120));
+    let (expected, _) = model(&events);
+    let expected: BTreeMap<String, Expected> = expected.into_iter().collect();
+    let json: BTreeMap<&String, (u64, u64, &str)> = expected
+        .iter()
+        .map(|(k, e)| {
+            (
+                k,
+                (e.count, e.total, if e.angry { "ANGRY" } else { "HAPPY" }),
+            )
+        })
+        .collect();
+    let path = app.state_root.join("expected.json");
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    (expected, path)
+}
+
+fn redis_py(port: u16, protocol: u8, expected: &std::path::Path, login: Option<(&str, &str)>) {
+    let script = repo_root().join("tests/it/clients/redis_py_read.py");
+    let mut command = Command::new("python3");
+    command
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(protocol.to_string())
+        .arg(expected);
+    if let Some((user, password)) = login {
+        command.arg(user).arg(password);
+    }
+    let output = command
+        .output()
+        .expect("python3 (and redis-py: scripts/install-test-clients)");
+    let report = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!(
+        "redis-py protocol={protocol} login={}: {report}",
+        login.is_some()
+    );
+    let spoken = if protocol == 0 { 3 } else { protocol };
+    assert!(
+        report.contains(&format!("\"protocol\": {spoken}")),
+        "redis-py spoke RESP{spoken}: {report}"
+    );
+    assert!(
+        output.status.success(),
+        "redis-py protocol={protocol} got answers wrong: {report}\n{stderr}"
+    );
+}
+
+fn ioredis(port: u16, expected: &std::path::Path, password: Option<&str>) {
+    let dir = repo_root().join("tests/it/clients");
+    assert!(
+        dir.join("node_modules/ioredis").exists(),
+        "ioredis is not installed: run scripts/install-test-clients"
+    );
+    let mut command = Command::new("node");
+    command
+        .arg(dir.join("ioredis_read.js"))
+        .arg(port.to_string())
+        .arg(expected);
+    if let Some(password) = password {
+        command.arg(password);
+    }
+    let output = command.output().expect("node (apt-get install nodejs)");
+    let report = String::from_utf8_lossy(&output.stdout);
+    eprintln!("ioredis login={}: {report}", password.is_some());
+    assert!(
+        output.status.success(),
+        "ioredis got answers wrong: {report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn redis_py_and_http_read_every_key_through_one_instance_of_two() {
+    let app = App::new("clients", 6);
+    let (a, b) = group(&app, &[], &[]);
+    let (expected, path) = load(&app);
+    let (on_a, on_b) = (owned(&a), owned(&b));
+    assert!(
+        on_a > 0 && on_b > 0,
+        "both instances own partitions: {on_a} / {on_b}"
+    );
+    redis_py(a.resp_port, 0, &path, None);
+    redis_py(a.resp_port, 2, &path, None);
+    ioredis(a.resp_port, &path, None);
+    // HTTP through the same instance: forwarded, no redirect to follow.
+    let mut right = 0;
+    for (key, want) in &expected {
+        let (status, body) = http_get_auth(a.http_port, &format!("/v1/state/{key}"), None);
+        let state: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if status == 200 && state["helloCount"] == want.count {
+            right += 1;
+        }
+    }
+    eprintln!(
+        "http through one instance: {right} of {} right",
+        expected.len()
+    );
+    assert_eq!(right, expected.len());
+    drop(b);
+}
+
+#[test]
+fn redis_py_with_auth_reads_every_key_through_one_instance_of_two() {
+    let app = App::new("clients-auth", 6);
+    let envs = [
+        ("HELLO_STREAMS__QUERY__RESP_PASSWORD", "group-password"),
+        (
+            "HELLO_STREAMS__QUERY__RESP_USERS__READER",
+            "reader-password",
+        ),
+    ];
+    let (a, b) = group(&app, &[], &envs);
+    let (_, path) = load(&app);
+    assert!(owned(&a) > 0 && owned(&b) > 0);
+    redis_py(a.resp_port, 0, &path, Some(("default", "group-password")));
+    redis_py(a.resp_port, 2, &path, Some(("reader", "reader-password")));
+    ioredis(b.resp_port, &path, Some("group-password"));
+}
