@@ -237,6 +237,8 @@ struct Engine {
     announcer: Option<Arc<Announcer>>,
     liveness: Arc<Liveness>,
     last_observed: Instant,
+    /// A commit failed after shutdown began: close skips the delivery wait.
+    failed_while_stopping: bool,
     /// The query cache budget (`query.cache_max_entries`) split over the input partitions.
     cache_entries_per_store: usize,
     in_txn: bool,
@@ -318,6 +320,7 @@ impl Engine {
             announcer: setup.announcer,
             liveness: setup.liveness,
             last_observed: Instant::now(),
+            failed_while_stopping: false,
             in_txn: false,
             txn_started: Instant::now(),
             failed: None,
@@ -511,6 +514,19 @@ impl Engine {
     ) -> Result<(), ProcessorError> {
         Metrics::inc(&self.metrics.aborts);
         self.liveness.doing(self.thread, Activity::Aborting);
+        if self.shutdown.is_triggered() {
+            // Stopping: recreating the producer and restoring would only delay the exit (the
+            // campaign saw a SIGTERM wait 45 s in init_transactions while a broker was
+            // away). Whatever stays open is aborted when this transactional id starts again,
+            // or at the transaction timeout; the stores hold committed state only.
+            self.in_txn = false;
+            for task in self.tasks.values_mut() {
+                task.rollback();
+            }
+            tracing::warn!(?failure, "commit failed while stopping; leaving the transaction to be aborted");
+            self.failed_while_stopping = true;
+            return Ok(());
+        }
         let mut recreate = failure != Failure::Aborted;
         if !recreate {
             if let Err(error) = self.sink.producer().abort() {
@@ -799,7 +815,11 @@ impl Engine {
                 tracing::warn!(%error, partition, "flush on close failed");
             }
         }
-        self.sink.producer().close();
+        // A commit that went through delivered everything; after one that failed, waiting
+        // for deliveries (up to the 30 s client timeout while a broker is away) buys nothing.
+        if !self.failed_while_stopping {
+            self.sink.producer().close();
+        }
         committed
     }
 }
