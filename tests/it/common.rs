@@ -347,6 +347,11 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
+    Ok(split_response(&response))
+}
+
+/// Status and body of a whole HTTP/1.1 response.
+pub fn split_response(response: &str) -> (u16, String) {
     let status = response
         .split_whitespace()
         .nth(1)
@@ -356,7 +361,7 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    Ok((status, body))
+    (status, body)
 }
 
 // ---- producing ----

@@ -56,16 +56,7 @@ pub fn http_get_auth(port: u16, path: &str, token: Option<&str>) -> (u16, String
     .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    split_response(&response)
 }
 
 /// Produces a workload over `KEYS` keys, waits for all of it, and writes what each key must
