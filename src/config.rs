@@ -866,7 +866,9 @@ mod tests {
             let error = load_with(None, &[], &[option]).unwrap_err().to_string();
             let field = option.split('=').next().unwrap();
             assert!(
-                error.contains(field) && error.contains("cannot be set") && error.contains("fix: remove it"),
+                error.contains(field)
+                    && error.contains("cannot be set")
+                    && error.contains("fix: remove it"),
                 "{error}"
             );
         }

@@ -101,7 +101,9 @@ impl Liveness {
     }
 
     pub fn any_stalled(&self) -> bool {
-        self.threads.iter().any(|b| b.stalled.load(Ordering::Relaxed))
+        self.threads
+            .iter()
+            .any(|b| b.stalled.load(Ordering::Relaxed))
     }
 
     /// One look at every thread: logs changes, returns how many are stalled.
@@ -109,7 +111,9 @@ impl Liveness {
         let now = self.now_ms();
         let mut stalled = 0;
         for (thread, beat) in self.threads.iter().enumerate() {
-            let quiet = Duration::from_millis((now - beat.progress_ms.load(Ordering::Relaxed)).max(0) as u64);
+            let quiet = Duration::from_millis(
+                (now - beat.progress_ms.load(Ordering::Relaxed)).max(0) as u64,
+            );
             let activity = Activity::from_u8(beat.activity.load(Ordering::Relaxed));
             let is_stalled = quiet >= self.bound;
             let was_stalled = beat.stalled.swap(is_stalled, Ordering::Relaxed);

@@ -79,7 +79,11 @@ pub fn run(setup: Setup, shutdown: Shutdown) -> Result<(), ProcessorError> {
     let hooks = Arc::new(Hooks::default());
     let consumer = consumer::create(&setup.config, hooks.clone())?;
     consumer.subscribe(&[&setup.config.topics.input])?;
-    let engine = Arc::new(Mutex::new(Engine::new(setup, restored_tx, shutdown.clone())?));
+    let engine = Arc::new(Mutex::new(Engine::new(
+        setup,
+        restored_tx,
+        shutdown.clone(),
+    )?));
     let _ = hooks.0.set(engine.clone());
     lock(&engine).local.set_running(true);
     let result = poll_loop(&engine, &consumer, &restored_rx, &shutdown);
@@ -523,7 +527,10 @@ impl Engine {
             for task in self.tasks.values_mut() {
                 task.rollback();
             }
-            tracing::warn!(?failure, "commit failed while stopping; leaving the transaction to be aborted");
+            tracing::warn!(
+                ?failure,
+                "commit failed while stopping; leaving the transaction to be aborted"
+            );
             self.failed_while_stopping = true;
             return Ok(());
         }
@@ -856,7 +863,11 @@ fn seek(consumer: &GroupConsumer, wanted: TopicPartitionList) -> Result<(), Proc
         let mut last_error = None;
         for element in result.elements() {
             if let Err(error) = element.error() {
-                failed.add_partition_offset(element.topic(), element.partition(), element.offset())?;
+                failed.add_partition_offset(
+                    element.topic(),
+                    element.partition(),
+                    element.offset(),
+                )?;
                 last_error = Some(error);
             }
         }

@@ -403,11 +403,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let locked = Store::open(dir.path()).err().unwrap();
-        assert_eq!(locked.open_failure(), Some(OpenFailure::Locked), "{locked:?}");
+        assert_eq!(
+            locked.open_failure(),
+            Some(OpenFailure::Locked),
+            "{locked:?}"
+        );
         drop(store);
-        std::fs::write(dir.path().join("CURRENT"), b"MANIFEST-9-garbage\n\x00garbled").unwrap();
+        std::fs::write(
+            dir.path().join("CURRENT"),
+            b"MANIFEST-9-garbage\n\x00garbled",
+        )
+        .unwrap();
         let corrupt = Store::open(dir.path()).err().unwrap();
-        assert_eq!(corrupt.open_failure(), Some(OpenFailure::Corrupt), "{corrupt:?}");
+        assert_eq!(
+            corrupt.open_failure(),
+            Some(OpenFailure::Corrupt),
+            "{corrupt:?}"
+        );
 
         let other = tempfile::tempdir().unwrap();
         Store::open(other.path()).unwrap();
@@ -419,7 +431,11 @@ mod tests {
         dir_mode(0o500);
         if std::fs::File::create(other.path().join("probe")).is_err() {
             let refused = Store::open(other.path()).err().unwrap();
-            assert_eq!(refused.open_failure(), Some(OpenFailure::Resource), "{refused:?}");
+            assert_eq!(
+                refused.open_failure(),
+                Some(OpenFailure::Resource),
+                "{refused:?}"
+            );
         }
         dir_mode(0o700);
     }

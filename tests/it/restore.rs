@@ -74,7 +74,12 @@ fn transactional(id: &str) -> ThreadedProducer<DefaultProducerContext> {
 fn put(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, s: HelloState) {
     let value = encode_state(&s);
     producer
-        .send(BaseRecord::to(topic).partition(0).key(key).payload(&value[..]))
+        .send(
+            BaseRecord::to(topic)
+                .partition(0)
+                .key(key)
+                .payload(&value[..]),
+        )
         .map_err(|(e, _)| e)
         .expect("send");
 }
@@ -85,7 +90,9 @@ fn committed_txn(topic: &str, records: &[(&str, HelloState)]) {
     for (key, s) in records {
         put(&producer, topic, key, *s);
     }
-    producer.commit_transaction(Duration::from_secs(30)).unwrap();
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
 }
 
 #[test]
@@ -95,14 +102,20 @@ fn restore_waits_out_an_open_transaction_and_keeps_what_was_committed_after_it()
     let changelog = config.topics.changelog.clone();
     create_topic(&changelog);
     // Offsets 0-1, commit marker 2.
-    committed_txn(&changelog, &[("alice", state(1, 10)), ("alice", state(2, 11))]);
+    committed_txn(
+        &changelog,
+        &[("alice", state(1, 10)), ("alice", state(2, 11))],
+    );
     // A producer that dies with its transaction open (offset 3), like a kill -9'd owner.
     let dead = transactional("restore-dead");
     dead.begin_transaction().unwrap();
     put(&dead, &changelog, "bob", state(5, 12));
     dead.flush(Duration::from_secs(30)).unwrap();
     // The next owner's committed transaction after it: offsets 4-5, marker 6.
-    committed_txn(&changelog, &[("carol", state(7, 13)), ("alice", state(3, 14))]);
+    committed_txn(
+        &changelog,
+        &[("carol", state(7, 13)), ("alice", state(3, 14))],
+    );
 
     let ends = Arc::new(create_end_reader(&config).unwrap());
     // One restorer per concurrent restore: each owns its reader's assignment.
@@ -110,7 +123,10 @@ fn restore_waits_out_an_open_transaction_and_keeps_what_was_committed_after_it()
     let (_, end) = restorer()
         .true_end(&changelog, 0, &AtomicBool::new(false))
         .unwrap();
-    assert_eq!(end, 7, "true end: records, markers and the open transaction's record");
+    assert_eq!(
+        end, 7,
+        "true end: records, markers and the open transaction's record"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let fresh = Arc::new(Store::open(&dir.path().join("fresh")).unwrap());
@@ -120,20 +136,27 @@ fn restore_waits_out_an_open_transaction_and_keeps_what_was_committed_after_it()
     let alice = encode_state(&state(3, 14));
     let carol = encode_state(&state(7, 13));
     ahead
-        .apply_changelog([(&b"alice"[..], &alice[..]), (&b"carol"[..], &carol[..])], 6)
+        .apply_changelog(
+            [(&b"alice"[..], &alice[..]), (&b"carol"[..], &carol[..])],
+            6,
+        )
         .unwrap();
 
     let spawn = |store: Arc<Store>, progress: Arc<RestoreProgress>| {
         let restorer = restorer();
-        std::thread::spawn(move || {
-            restorer.restore(&store, 0, &progress, &AtomicBool::new(false))
-        })
+        std::thread::spawn(move || restorer.restore(&store, 0, &progress, &AtomicBool::new(false)))
     };
-    let (p1, p2) = (Arc::new(RestoreProgress::default()), Arc::new(RestoreProgress::default()));
+    let (p1, p2) = (
+        Arc::new(RestoreProgress::default()),
+        Arc::new(RestoreProgress::default()),
+    );
     let r1 = spawn(fresh.clone(), p1.clone());
     let r2 = spawn(ahead.clone(), p2.clone());
     std::thread::sleep(Duration::from_secs(3));
-    assert!(!r1.is_finished() && !r2.is_finished(), "both wait for the open transaction");
+    assert!(
+        !r1.is_finished() && !r2.is_finished(),
+        "both wait for the open transaction"
+    );
     assert_eq!(p1.waiting_for_transaction_at(), Some(3));
     assert_eq!(p2.waiting_for_transaction_at(), Some(3));
 
@@ -144,7 +167,11 @@ fn restore_waits_out_an_open_transaction_and_keeps_what_was_committed_after_it()
         assert_eq!(report.checkpoint, 7);
         assert_eq!(store.get_raw(b"alice").unwrap(), Some(state(3, 14)));
         assert_eq!(store.get_raw(b"carol").unwrap(), Some(state(7, 13)));
-        assert_eq!(store.get_raw(b"bob").unwrap(), None, "aborted state is not restored");
+        assert_eq!(
+            store.get_raw(b"bob").unwrap(),
+            None,
+            "aborted state is not restored"
+        );
         assert_eq!(store.checkpoint().unwrap(), Some(7));
     }
 }
@@ -175,7 +202,13 @@ fn at_least_once_restore_holds_back_states_of_input_that_will_be_replayed() {
         replay_from: Some(102),
     };
     let report = restorer
-        .restore_with(&store, 0, limits, &RestoreProgress::default(), &AtomicBool::new(false))
+        .restore_with(
+            &store,
+            0,
+            limits,
+            &RestoreProgress::default(),
+            &AtomicBool::new(false),
+        )
         .unwrap();
     assert_eq!((report.records, report.held_back), (4, 2));
     assert_eq!(store.get_raw(b"dave").unwrap(), Some(state(1, 100)));
