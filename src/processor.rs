@@ -111,6 +111,8 @@ fn poll_loop(
         activate_restored(engine, consumer, restored)?;
         let (wait, restoring) = {
             let engine = lock(engine);
+            // Back in the loop: whatever the last step was (a rebalance callback) is over.
+            engine.liveness.doing(engine.thread, Activity::Polling);
             (engine.time_to_next_deadline(), !engine.restoring.is_empty())
         };
         // A finished restore is only picked up between polls, and while partitions restore
@@ -613,6 +615,7 @@ impl Engine {
             lost,
             "partitions revoked"
         );
+        self.liveness.doing(self.thread, Activity::Rebalancing);
         if self.in_txn {
             if lost {
                 // Another instance may already own them: committing their offsets would fail
@@ -1028,17 +1031,18 @@ impl RestoreJob {
             .first()
             .map(|e| e.offset())
             .unwrap_or(Offset::Invalid);
-            let has_state = store.has_states()?;
-            if matches!(offset, Offset::Offset(_))
-                || !has_state
-                || started.elapsed() >= NO_OFFSET_RECHECK
-            {
-                if !matches!(offset, Offset::Offset(_)) && has_state {
-                    tracing::warn!(
-                        partition = self.partition,
-                        "the group has no committed offset for a partition whose store holds state; starting from the beginning (replayed input is skipped by each key's last offset)"
-                    );
-                }
+            if matches!(offset, Offset::Offset(_)) {
+                break offset;
+            }
+            // Only a missing offset needs the store's opinion.
+            if !store.has_states()? {
+                break offset;
+            }
+            if started.elapsed() >= NO_OFFSET_RECHECK {
+                tracing::warn!(
+                    partition = self.partition,
+                    "the group has no committed offset for a partition whose store holds state; starting from the beginning (replayed input is skipped by each key's last offset)"
+                );
                 break offset;
             }
             std::thread::sleep(Duration::from_millis(500));
