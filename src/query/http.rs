@@ -21,7 +21,7 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use super::auth::HttpAuth;
-use super::http_forward::{HttpForwarder, FORWARDED_HEADER};
+use super::http_forward::{ForwardError, HttpForwarder, FORWARDED_HEADER};
 use super::settings::Limits;
 use super::{Lookup, Owner, Position, StateQuery, StateView};
 use crate::domain::validate_key;
@@ -255,6 +255,18 @@ async fn forward(forwarder: &HttpForwarder, owner: &Owner, uri: &Uri, wait: Dura
                     .insert(header::CONTENT_TYPE, content_type);
             }
             response
+        }
+        // An owner that cannot be reached is usually one that is leaving in a rebalance: a
+        // retriable 503, as for a restoring partition (RESP answers -TRYAGAIN). Only an owner
+        // that answers garbage is a gateway error.
+        Err(cause @ (ForwardError::Timeout(_) | ForwardError::Request(_))) => {
+            warn!(owner = %owner.http_addr, error = %cause, "forwarding a read failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+                Json(json!({"error": "owner_unavailable", "owner": owner, "message": cause.to_string()})),
+            )
+                .into_response()
         }
         Err(cause) => {
             warn!(owner = %owner.http_addr, error = %cause, "forwarding a read failed");
