@@ -271,7 +271,7 @@ fn c17_stall_past_max_poll_interval() {
     let mut a = start_hooked_with(
         &app,
         "a",
-        "stall-before-commit:30:14000",
+        "stall-before-commit:10:14000",
         &[
             "kafka.consumer.max.poll.interval.ms=7000",
             // Short, so the stall watchdog speaks within the 14 s stall.
@@ -295,7 +295,7 @@ fn c17_stall_past_max_poll_interval() {
     );
     let a_had = owned_at(a.http_port).unwrap_or_default();
     case.step(format!(
-        "a {a_had:?} (stalls before its 30th commit), b {:?}",
+        "a {a_had:?} (stalls before its 10th commit), b {:?}",
         owned(&b).unwrap_or_default()
     ));
     let feeder = feed(&app.input, raw(&events), 300, Duration::from_millis(100));
@@ -303,7 +303,7 @@ fn c17_stall_past_max_poll_interval() {
     while !a.log().contains("fault hook: stalling") {
         assert!(
             Instant::now() < deadline,
-            "a's stall (before its 30th commit) did not begin within 60 s of load: a {}; b {}",
+            "a's stall (before its 10th commit) did not begin within 60 s of load: a {}; b {}",
             progress_at(a.http_port),
             progress_at(b.http_port)
         );

@@ -34,8 +34,8 @@ fn c12_survivor_restarts_inside_dead_txn_timeout_60s() {
 /// must be exact: a restore that stops at the last stable offset wipes b's correct stores
 /// ("checkpoint is ahead of the changelog") and loses b's committed updates.
 ///
-/// a dies through the hook `crash-before-commit:40` (abort, as kill -9, after the records
-/// of its 40th transaction were produced and before their offsets and commit are sent): a
+/// a dies through the hook `crash-before-commit:12` (abort, as kill -9, after the records
+/// of its 12th transaction were produced and before their offsets and commit are sent): a
 /// plain kill -9 under load often lands while a commit is in flight, which the coordinator
 /// then completes, leaving no transaction open (seen in the first runs of this case).
 fn survivor_restarts_inside_dead_txn_timeout(name: &str, txn_timeout_ms: Option<u64>) {
@@ -51,7 +51,7 @@ fn survivor_restarts_inside_dead_txn_timeout(name: &str, txn_timeout_ms: Option<
     };
     let mut b = case.start(instance("b"));
     b.wait_ready(Duration::from_secs(90));
-    let mut a = start_hooked_with(&app, "a", "crash-before-commit:40", &sets);
+    let mut a = start_hooked_with(&app, "a", "crash-before-commit:12", &sets);
     case.watch(&a.log_path);
     wait_until(
         "a and b share the partitions",
@@ -72,19 +72,19 @@ fn survivor_restarts_inside_dead_txn_timeout(name: &str, txn_timeout_ms: Option<
     // Generous: on a loaded 2-core machine a commit on the 3-node cluster can take a second.
     let status = a.wait_exit(Duration::from_secs(150)).unwrap_or_else(|| {
         panic!(
-            "a did not crash before its 40th commit within 150 s: {}; log:\n{}",
+            "a did not crash before its 12th commit within 150 s: {}; log:\n{}",
             progress_at(a.http_port),
             tail(&a.log(), 40)
         )
     });
     let killed = Instant::now();
     assert!(
-        a.log().contains("fault hook: crashing before commit 40"),
+        a.log().contains("fault hook: crashing before commit 12"),
         "a exited ({status}), but not through the fault hook; log:\n{}",
         tail(&a.log(), 40)
     );
     case.step(format!(
-        "a died before its 40th commit ({status}); open on the changelog: {:?} \
+        "a died before its 12th commit ({status}); open on the changelog: {:?} \
          (partition, LSO, high watermark); stays open up to {txn_timeout:?}",
         open_transactions(&app.changelog())
     ));
@@ -149,7 +149,7 @@ fn survivor_restarts_inside_dead_txn_timeout(name: &str, txn_timeout_ms: Option<
 /// it); then b is resumed: it must find itself fenced (abort, rejoin) or exit cleanly, and
 /// everything is exact.
 ///
-/// The SIGSTOP lands inside the hook `stall-before-commit:30:12000` (b's 30th transaction
+/// The SIGSTOP lands inside the hook `stall-before-commit:10:12000` (b's 10th transaction
 /// produced, its offsets and commit not sent), so the transaction is surely open; a SIGSTOP
 /// at a random moment often lands during a commit, which the coordinator completes. The
 /// stall is over when b is resumed, so b goes straight on to commit with its old generation.
@@ -168,7 +168,7 @@ fn c13_handoff_while_stopped_owner_txn_open() {
     let b = start_hooked_with(
         &app,
         "b",
-        "stall-before-commit:30:12000",
+        "stall-before-commit:10:12000",
         &["kafka.transaction_timeout_ms=30000"],
     );
     case.watch(&b.log_path);
@@ -187,7 +187,7 @@ fn c13_handoff_while_stopped_owner_txn_open() {
     while !b.log().contains("fault hook: stalling") {
         assert!(
             Instant::now() < deadline,
-            "b's stall (before its 30th commit) did not begin within 150 s of load: b {}; a {}; \
+            "b's stall (before its 10th commit) did not begin within 150 s of load: b {}; a {}; \
              c {}",
             progress_at(b.http_port),
             progress_at(a.http_port),
