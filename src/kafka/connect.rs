@@ -33,9 +33,9 @@ pub enum ConnectError {
         attempts: u32,
         last: String,
     },
-    #[error("kafka at {servers} refused the login ({detail}); fix: check kafka.security.sasl_mechanism, sasl_username and the password")]
+    #[error("kafka at {servers} refused the login ({detail}); fix: check kafka.security.sasl_username, its password (sasl_password, sasl_password_file or sasl_password_env) and kafka.security.sasl_mechanism")]
     Authentication { servers: String, detail: String },
-    #[error("TLS with kafka at {servers} failed ({detail}); fix: check kafka.security.security_protocol, ssl_ca_location and ssl_verify_hostname (and the client certificate, if the brokers want one)")]
+    #[error("TLS with kafka at {servers} failed ({detail}); fix: check kafka.security.security_protocol, kafka.security.ssl_ca_location and kafka.security.ssl_verify_hostname (and ssl_certificate_location / ssl_key_location, if the brokers want a client certificate)")]
     Tls { servers: String, detail: String },
 }
 
@@ -194,14 +194,27 @@ pub fn wait_for_cluster(config: &Config, progress: &Progress) -> Result<(), Conn
                 last,
             });
         }
-        tracing::warn!(
-            bootstrap_servers = %servers,
-            attempt = attempts,
-            error = %last,
-            waited_s = waited.as_secs(),
-            gives_up_after_s = timeout.as_secs(),
-            "waiting for kafka"
-        );
+        if reasons.is_empty() {
+            // Nothing failed yet: a TLS handshake and login on a busy machine can take longer
+            // than an attempt. A dropped SYN says nothing either until the connection setup
+            // times out, so this still shows at the default level.
+            tracing::info!(
+                bootstrap_servers = %servers,
+                attempt = attempts,
+                waited_s = waited.as_secs(),
+                gives_up_after_s = timeout.as_secs(),
+                "kafka has not answered yet"
+            );
+        } else {
+            tracing::warn!(
+                bootstrap_servers = %servers,
+                attempt = attempts,
+                error = %last,
+                waited_s = waited.as_secs(),
+                gives_up_after_s = timeout.as_secs(),
+                "waiting for kafka"
+            );
+        }
         // A refused connection can fail an attempt early; keep the cadence anyway.
         let pause = ATTEMPT.saturating_sub(attempt_started.elapsed());
         std::thread::sleep(pause.min(timeout.saturating_sub(started.elapsed())));
