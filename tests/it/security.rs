@@ -56,6 +56,7 @@ fn exact_counts_through(app: &App, daemon: DaemonBuilder) {
     let verified = verify(app, &events, Duration::from_secs(90));
     assert_eq!(verified, events.len(), "one output record per event");
     verify_queries(daemon.http_port, &events);
+    assert_caught_up(&daemon, app.partitions);
     let log = daemon.log();
     assert!(
         !log.contains("Authentication failed") && !log.contains("SSL handshake failed"),
@@ -130,4 +131,32 @@ fn a_wrong_password_stops_the_start_at_once_and_is_never_printed() {
         "{last}"
     );
     assert!(!log.contains("not-the-password-42"), "{log}");
+}
+
+/// Once everything is processed, `/v1/status` and `/metrics` both report a lag of 0 records
+/// for every partition: the lag is measured, not left null.
+fn assert_caught_up(daemon: &Daemon, partitions: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, status) = http_get(daemon.http_port, "/v1/status").expect("status");
+        let (_, metrics) = http_get(daemon.http_port, "/metrics").expect("metrics");
+        let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+        let lags: Vec<Option<i64>> = status["partitions"]
+            .as_array()
+            .map(|ps| ps.iter().map(|p| p["lag"].as_i64()).collect())
+            .unwrap_or_default();
+        let in_metrics = (0..partitions).all(|p| {
+            metrics.contains(&format!(
+                "hello_streams_records_lag{{partition=\"{p}\"}} 0\n"
+            ))
+        });
+        if lags.len() == partitions as usize && lags.iter().all(|l| *l == Some(0)) && in_metrics {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lag not reported as 0: {status}\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
