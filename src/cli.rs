@@ -19,36 +19,51 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags that override the configuration; they apply to every subcommand.
+/// Flags that override the configuration; they apply to every subcommand. Each names the
+/// field it sets and the built-in default, which a configuration file may change.
 #[derive(Debug, Args)]
 pub struct ConfigFlags {
-    /// Configuration file (default: config/default.toml when present)
+    /// Configuration file. Without it, config/default.toml is read when the current directory
+    /// has one, else built-in defaults apply; the log and check-config name the file used
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Override any field: --set section.field=value (repeatable)
+    /// Set any configuration field, after the file and the HELLO_STREAMS__SECTION__FIELD
+    /// environment variables, e.g. --set app.commit_interval_ms=50 (repeatable)
     #[arg(long = "set", global = true, value_name = "SECTION.FIELD=VALUE")]
     pub set: Vec<String>,
-    /// kafka.bootstrap_servers
+    /// Kafka brokers to start from, comma-separated
+    /// [kafka.bootstrap_servers; default: 127.0.0.1:9092]
     #[arg(long, global = true, value_name = "HOST:PORT")]
     pub bootstrap_servers: Option<String>,
-    /// app.application_id
-    #[arg(long, global = true)]
+    /// Consumer group, changelog topic prefix and state sub-directory; instances with the
+    /// same id share the partitions [app.application_id; default: hello-streams]
+    #[arg(long, global = true, value_name = "ID")]
     pub application_id: Option<String>,
-    /// app.instance_id
-    #[arg(long, global = true)]
+    /// Stable identity of this instance: its transactional id and ownership announcements
+    /// [app.instance_id; default: generated once, kept in STATE_DIR/APPLICATION_ID/instance.id]
+    #[arg(long, global = true, value_name = "ID")]
     pub instance_id: Option<String>,
-    /// app.state_dir
+    /// Directory of the local RocksDB stores; deleting it is safe, the changelog rebuilds it
+    /// [app.state_dir; default: ./state]
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// app.processing_guarantee
+    /// exactly_once: input, changelog and output in one Kafka transaction per commit;
+    /// at_least_once: output may repeat after a crash, counts stay exact
+    /// [app.processing_guarantee; default: exactly_once]
     #[arg(long, global = true, value_parser = ["exactly_once", "at_least_once"])]
     pub processing_guarantee: Option<String>,
-    /// query.http_addr
+    /// Listen address of the HTTP API (/v1/state, /v1/status, /metrics, /healthz, /readyz);
+    /// port 0 picks a free port [query.http_addr; default: 127.0.0.1:8080]
     #[arg(long, global = true, value_name = "IP:PORT")]
     pub http_addr: Option<String>,
-    /// query.resp_addr
+    /// Listen address of the Redis-protocol server (GET, MGET, HGETALL, ...)
+    /// [query.resp_addr; default: 127.0.0.1:6380]
     #[arg(long, global = true, value_name = "IP:PORT")]
     pub resp_addr: Option<String>,
+    /// Log lines as text (coloured only on a terminal) or as one JSON object a line, for log
+    /// shippers [log.format; default: text]
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +126,7 @@ impl ConfigFlags {
         );
         push("query.http_addr", self.http_addr.clone());
         push("query.resp_addr", self.resp_addr.clone());
+        push("log.format", self.log_format.clone());
         overrides.extend(self.set.iter().cloned());
         Sources {
             file: self.config.clone(),

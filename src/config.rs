@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kafka::security::{self, RawSecurity, Security};
 use crate::query::auth::{HttpAuth, RespAuth, Secret, DEFAULT_USER};
 use crate::query::settings::{Forwarding, Limits};
 
@@ -122,6 +123,8 @@ pub struct RawTopics {
     pub dlq: String,
     pub partitions: i64,
     pub replication_factor: i64,
+    /// 0: derived from the replication factor (a majority of the replicas).
+    pub min_insync_replicas: i64,
     pub create: bool,
 }
 
@@ -133,6 +136,7 @@ impl Default for RawTopics {
             dlq: "hello-events-dlq".into(),
             partitions: 6,
             replication_factor: 1,
+            min_insync_replicas: 0,
             create: true,
         }
     }
@@ -165,6 +169,8 @@ pub struct RawKafka {
     pub bootstrap_servers: String,
     pub transaction_timeout_ms: u64,
     pub session_timeout_ms: u64,
+    pub start_timeout_ms: u64,
+    pub security: RawSecurity,
     pub consumer: BTreeMap<String, PassValue>,
     pub producer: BTreeMap<String, PassValue>,
 }
@@ -175,6 +181,8 @@ impl Default for RawKafka {
             bootstrap_servers: "127.0.0.1:9092".into(),
             transaction_timeout_ms: 10_000,
             session_timeout_ms: 10_000,
+            start_timeout_ms: 60_000,
+            security: RawSecurity::default(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
         }
@@ -246,14 +254,24 @@ impl Default for RawQuery {
 #[serde(deny_unknown_fields, default)]
 pub struct RawLog {
     pub filter: String,
+    pub format: LogFormat,
 }
 
 impl Default for RawLog {
     fn default() -> Self {
         RawLog {
             filter: "info".into(),
+            format: LogFormat::Text,
         }
     }
+}
+
+/// `text` for people (colour only on a terminal), `json` (one object a line) for log shippers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 // ---- the validated configuration ----
@@ -282,6 +300,34 @@ pub struct Config {
     pub kafka: Kafka,
     pub query: Query,
     pub log_filter: String,
+    pub log_format: LogFormat,
+    /// Where the file part of this configuration came from; logged at start.
+    pub file: ConfigFile,
+}
+
+/// The configuration file that was read, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigFile {
+    /// Named with `--config`.
+    Given(PathBuf),
+    /// `config/default.toml`, found in the current directory without `--config`.
+    Found(PathBuf),
+    /// No file: built-in defaults, then environment and flags.
+    None,
+}
+
+impl std::fmt::Display for ConfigFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigFile::Given(path) => write!(f, "{}", path.display()),
+            ConfigFile::Found(path) => write!(
+                f,
+                "{} (found in the current directory; --config names another)",
+                path.display()
+            ),
+            ConfigFile::None => f.write_str("none (built-in defaults)"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -295,16 +341,50 @@ pub struct Topics {
     pub owners: String,
     pub partitions: i32,
     pub replication_factor: i32,
+    /// `min.insync.replicas` of the topics created at start.
+    pub min_insync_replicas: i32,
     pub create: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Kafka {
     pub bootstrap_servers: String,
     pub transaction_timeout: Duration,
     pub session_timeout: Duration,
+    /// How long the start waits for the cluster to answer before it gives up.
+    pub start_timeout: Duration,
+    pub security: Security,
     pub consumer: BTreeMap<String, String>,
     pub producer: BTreeMap<String, String>,
+}
+
+/// Raw options may hold secrets (`ssl.keystore.password`, ...): `check-config` prints them
+/// redacted.
+impl std::fmt::Debug for Kafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |options: &BTreeMap<String, String>| {
+            options
+                .iter()
+                .map(|(key, value)| {
+                    let shown = if security::is_secret_option(key) {
+                        "<redacted>".to_owned()
+                    } else {
+                        value.clone()
+                    };
+                    (key.clone(), shown)
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        f.debug_struct("Kafka")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("transaction_timeout", &self.transaction_timeout)
+            .field("session_timeout", &self.session_timeout)
+            .field("start_timeout", &self.start_timeout)
+            .field("security", &self.security)
+            .field("consumer", &redacted(&self.consumer))
+            .field("producer", &redacted(&self.producer))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -338,10 +418,13 @@ pub const DEFAULT_FILE: &str = "config/default.toml";
 
 /// Loads, merges and validates the configuration.
 pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
-    let mut table = match &sources.file {
-        Some(path) => read_file(path)?,
-        None if Path::new(DEFAULT_FILE).exists() => read_file(Path::new(DEFAULT_FILE))?,
-        None => toml::Table::new(),
+    let (mut table, file) = match &sources.file {
+        Some(path) => (read_file(path)?, ConfigFile::Given(path.clone())),
+        None if Path::new(DEFAULT_FILE).exists() => (
+            read_file(Path::new(DEFAULT_FILE))?,
+            ConfigFile::Found(PathBuf::from(DEFAULT_FILE)),
+        ),
+        None => (toml::Table::new(), ConfigFile::None),
     };
     for (name, value) in &sources.env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
@@ -381,7 +464,9 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
             };
             field_error(&field, inner.trim().replace('\n', " "), fix)
         })?;
-    validate(raw)
+    let mut config = validate(raw, &sources.env)?;
+    config.file = file;
+    Ok(config)
 }
 
 fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
@@ -449,7 +534,7 @@ fn parse_value(text: &str) -> toml::Value {
     }
 }
 
-fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+fn validate(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError> {
     let app = raw.app;
     check_name("app.application_id", &app.application_id)?;
     let instance_id = if app.instance_id.is_empty() {
@@ -510,6 +595,17 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let partitions = in_range("topics.partitions", t.partitions, 1, 10_000)? as i32;
     let replication_factor =
         in_range("topics.replication_factor", t.replication_factor, 1, 32)? as i32;
+    // A majority of the replicas (RF 3: 2, RF 2: 1): acks=all then survives the loss of a
+    // minority. Forcing 2 at RF 2 stopped every write when one broker was down.
+    let min_insync_replicas = match t.min_insync_replicas {
+        0 => (replication_factor + 1) / 2,
+        n => in_range(
+            "topics.min_insync_replicas",
+            n,
+            1,
+            i64::from(replication_factor),
+        )? as i32,
+    };
 
     let k = raw.kafka;
     if k.bootstrap_servers.trim().is_empty() {
@@ -538,6 +634,20 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         1_000,
         3_600_000,
     )?;
+    let start_timeout_ms = in_range(
+        "kafka.start_timeout_ms",
+        k.start_timeout_ms,
+        1_000,
+        86_400_000,
+    )?;
+    let kafka_security = k
+        .security
+        .validate(env)
+        .map_err(|invalid| ConfigError::Field {
+            field: invalid.field.to_owned(),
+            problem: invalid.problem,
+            fix: invalid.fix,
+        })?;
     for (map, options) in [("consumer", &k.consumer), ("producer", &k.producer)] {
         for option in options.keys() {
             if let Some(why) = reserved_option(option) {
@@ -589,6 +699,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             dlq: t.dlq,
             partitions,
             replication_factor,
+            min_insync_replicas,
             create: t.create,
         },
         application_id: app.application_id,
@@ -610,6 +721,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             bootstrap_servers: k.bootstrap_servers,
             transaction_timeout: Duration::from_millis(transaction_timeout_ms),
             session_timeout: Duration::from_millis(session_timeout_ms),
+            start_timeout: Duration::from_millis(start_timeout_ms),
+            security: kafka_security,
             consumer: render(k.consumer),
             producer: render(k.producer),
         },
@@ -626,12 +739,19 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             http_auth,
         },
         log_filter: raw.log.filter,
+        log_format: raw.log.format,
+        file: ConfigFile::None,
     })
 }
 
 /// librdkafka options the raw passthrough may not set, with the reason: each is part of how
 /// exactly-once (or at-least-once) works, or has its own field.
-fn reserved_option(option: &str) -> Option<&'static str> {
+fn reserved_option(option: &str) -> Option<String> {
+    if let Some(field) = security::owned_option(option) {
+        return Some(format!(
+            "use {field}, which applies to every Kafka client of the daemon"
+        ));
+    }
     Some(match option {
         "group.id" => "it is app.application_id (the consumer group the instances share)",
         "isolation.level" => {
@@ -653,7 +773,7 @@ fn reserved_option(option: &str) -> Option<&'static str> {
         }
         "enable.partition.eof" => "restores and readers need end-of-partition events",
         _ => return None,
-    })
+    }.to_owned())
 }
 
 /// The `[query]` fields of issue 16: server limits, forwarding, authentication.
@@ -915,5 +1035,96 @@ mod tests {
         for message in [unknown, wrong_type, range, syntax, guarantee] {
             assert!(!message.contains('\n'), "one line: {message}");
         }
+    }
+
+    #[test]
+    fn min_insync_replicas_is_a_majority_unless_set() {
+        let derived = |rf: i64| {
+            load_with(None, &[], &[&format!("topics.replication_factor={rf}")])
+                .unwrap()
+                .topics
+                .min_insync_replicas
+        };
+        assert_eq!(
+            [derived(1), derived(2), derived(3), derived(5)],
+            [1, 1, 2, 3]
+        );
+        let set = load_with(
+            None,
+            &[],
+            &[
+                "topics.replication_factor=3",
+                "topics.min_insync_replicas=3",
+            ],
+        )
+        .unwrap();
+        assert_eq!(set.topics.min_insync_replicas, 3);
+        let too_many = load_with(
+            None,
+            &[],
+            &[
+                "topics.replication_factor=2",
+                "topics.min_insync_replicas=3",
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            too_many.contains("topics.min_insync_replicas") && too_many.contains("from 1 to 2"),
+            "{too_many}"
+        );
+    }
+
+    #[test]
+    fn kafka_security_is_one_section_and_its_secrets_stay_hidden() {
+        let config = load_with(
+            Some(
+                "[kafka.security]\nsecurity_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"app\"\nsasl_password_env = \"HS_TEST_PW\"\n",
+            ),
+            &[("HS_TEST_PW", "s3cret-value")],
+            &["kafka.consumer.ssl.keystore.password=other-secret"],
+        )
+        .unwrap();
+        let sasl = config.kafka.security.sasl.as_ref().unwrap();
+        assert_eq!(
+            (sasl.username.as_str(), sasl.password.expose()),
+            ("app", "s3cret-value")
+        );
+        let shown = format!("{config:#?}");
+        assert!(
+            !shown.contains("s3cret-value") && !shown.contains("other-secret"),
+            "{shown}"
+        );
+        // The raw passthrough would apply to one kind of client only.
+        let raw = load_with(None, &[], &["kafka.producer.sasl.password=x"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            raw.contains("kafka.producer.sasl.password") && raw.contains("kafka.security."),
+            "{raw}"
+        );
+        let missing = load_with(None, &[], &["kafka.security.security_protocol=sasl_ssl"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("kafka.security.sasl_mechanism") && missing.contains("fix:"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn the_file_read_is_reported() {
+        let config = load_with(Some(""), &[], &[]).unwrap();
+        assert!(
+            matches!(config.file, ConfigFile::Given(_)),
+            "{:?}",
+            config.file
+        );
+        let json = load_with(None, &[], &["log.format=json"]).unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
+        let bad = load_with(None, &[], &["log.format=xml"])
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("log.format"), "{bad}");
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::kafka::admin::{self, AdminError};
+use crate::kafka::connect::{self, ConnectError, Progress};
 use crate::liveness::{self, Liveness};
 use crate::ownership::{self, Announcer, OwnerTable};
 use crate::processor::{self, ProcessorError, Setup};
@@ -16,6 +17,7 @@ use crate::query::local::LocalState;
 use crate::query::resp_forward::RespForwarder;
 use crate::query::{self, Owner, StateQuery};
 use crate::shutdown;
+use crate::startup;
 use crate::telemetry::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error(transparent)]
     Topics(#[from] AdminError),
     #[error("kafka client failed")]
@@ -100,6 +104,7 @@ fn advertised(configured: &str, bound: SocketAddr) -> String {
 pub fn run(config: Config) -> Result<(), DaemonError> {
     let config = Arc::new(config);
     let instance_id = instance_id(&config)?;
+    tracing::info!(file = %config.file, "configuration");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("query")
@@ -110,10 +115,6 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 }
 
 async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonError> {
-    let admin = admin::client(&config)?;
-    let layout = admin::ensure_topics(&admin, &config).await?;
-    // Dropping the admin client takes up to 100 ms; every restart would wait for it.
-    let admin_closer = std::thread::spawn(move || drop(admin));
     let bind = |what, addr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -123,6 +124,30 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
     let resp = bind("query.resp_addr", config.query.resp_addr).await?;
     let http_addr = http.local_addr().map_err(DaemonError::Runtime)?;
     let resp_addr = resp.local_addr().map_err(DaemonError::Runtime)?;
+
+    // Until the topics are known there is no state to serve, but /healthz answers from the
+    // start and /readyz says what the start waits for.
+    let progress = Arc::new(Progress::default());
+    let starting = startup::serve(
+        http,
+        config.kafka.bootstrap_servers.clone(),
+        progress.clone(),
+    );
+    tracing::info!(
+        bootstrap_servers = %config.kafka.bootstrap_servers,
+        security_protocol = config.kafka.security.protocol.as_str(),
+        http = %http_addr,
+        "connecting to kafka"
+    );
+    let probe_config = config.clone();
+    tokio::task::spawn_blocking(move || connect::wait_for_cluster(&probe_config, &progress))
+        .await
+        .map_err(|_| DaemonError::Panicked)??;
+    let admin = admin::client(&config)?;
+    let layout = admin::ensure_topics(&admin, &config).await?;
+    // Dropping the admin client takes up to 100 ms; every restart would wait for it.
+    let admin_closer = std::thread::spawn(move || drop(admin));
+    let http = starting.finish().await.map_err(DaemonError::Runtime)?;
     let me = Owner {
         instance_id: instance_id.clone(),
         http_addr: advertised(&config.query.advertised_http_addr, http_addr),

@@ -17,6 +17,8 @@
 //!
 //! [`config`] and [`cli`] turn files, environment and flags into a validated configuration;
 //! [`telemetry`] sets up logs and holds the metrics; [`shutdown`] stops everything cleanly.
+//! At start [`kafka::connect`] waits, out loud and bounded, for the cluster to answer while
+//! [`startup`] keeps `/healthz` answering.
 
 pub mod cli;
 pub mod config;
@@ -34,6 +36,7 @@ pub mod processor;
 pub mod query;
 pub mod shutdown;
 pub mod sink;
+pub mod startup;
 pub mod store;
 pub mod task;
 pub mod telemetry;

@@ -79,11 +79,12 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let config = config::load(&cli.config.sources())?;
     match cli.command {
         Command::Run => {
-            telemetry::init_logging(&config.log_filter);
+            telemetry::init_logging(&config.log_filter, config.log_format);
             daemon::run(config)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig => {
+            println!("configuration file: {}", config.file);
             println!("{config:#?}");
             println!("config ok");
             Ok(ExitCode::SUCCESS)
@@ -109,7 +110,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             partitions,
             scratch,
         } => {
-            telemetry::init_logging("warn");
+            telemetry::init_logging("warn", config.log_format);
             let options = drill::DrillOptions {
                 partitions: (!partitions.is_empty()).then_some(partitions),
                 scratch,

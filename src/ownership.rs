@@ -15,11 +15,12 @@ use std::time::Duration;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::kafka::logs::LogContext;
 use crate::query::Owner;
 use crate::shutdown::Shutdown;
 
@@ -56,7 +57,7 @@ impl OwnerTable {
 }
 
 pub struct Announcer {
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: ThreadedProducer<LogContext>,
     topic: String,
     me: Owner,
 }
@@ -69,7 +70,7 @@ impl Announcer {
             .set("enable.idempotence", "true");
         client.remove("transactional.id");
         Ok(Announcer {
-            producer: client.create()?,
+            producer: client.create_with_context(LogContext)?,
             topic: config.topics.owners.clone(),
             me,
         })

@@ -77,7 +77,7 @@ pub fn run(setup: Setup, shutdown: Shutdown) -> Result<(), ProcessorError> {
     // Joining the group and the producer's init_transactions are each a few round trips;
     // librdkafka joins in the background, so subscribing first runs them side by side.
     let hooks = Arc::new(Hooks::default());
-    let consumer = consumer::create(&setup.config, hooks.clone())?;
+    let consumer = consumer::create(&setup.config, setup.thread, hooks.clone())?;
     consumer.subscribe(&[&setup.config.topics.input])?;
     let engine = Arc::new(Mutex::new(Engine::new(
         setup,

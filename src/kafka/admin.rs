@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::logs::LogContext;
 use crate::config::Config;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,12 +46,12 @@ struct Wanted<'a> {
     compacted: bool,
 }
 
-pub type Admin = AdminClient<DefaultClientContext>;
+pub type Admin = AdminClient<LogContext>;
 
 /// The admin client. Dropping it waits for its polling thread (up to 100 ms), so callers on
 /// a latency-sensitive path drop it elsewhere.
 pub fn client(config: &Config) -> Result<Admin, KafkaError> {
-    super::client_config(config, super::non_member_options(config)).create()
+    super::client_config(config, super::non_member_options(config)).create_with_context(LogContext)
 }
 
 pub async fn ensure_topics(admin: &Admin, config: &Config) -> Result<Layout, AdminError> {
@@ -91,7 +91,7 @@ pub async fn ensure_topics(admin: &Admin, config: &Config) -> Result<Layout, Adm
         let count = match partition_count(admin, topic.name)? {
             Some(count) => count,
             None if t.create || topic.name == t.changelog || topic.name == t.owners => {
-                create(admin, topic, t.replication_factor).await?;
+                create(admin, topic, t.replication_factor, t.min_insync_replicas).await?;
                 topic.partitions
             }
             None => {
@@ -119,10 +119,7 @@ pub async fn ensure_topics(admin: &Admin, config: &Config) -> Result<Layout, Adm
     })
 }
 
-fn partition_count(
-    admin: &AdminClient<DefaultClientContext>,
-    topic: &str,
-) -> Result<Option<i32>, AdminError> {
+fn partition_count(admin: &Admin, topic: &str) -> Result<Option<i32>, AdminError> {
     let metadata = admin.inner().fetch_metadata(Some(topic), TIMEOUT)?;
     let Some(found) = metadata.topics().first() else {
         return Ok(None);
@@ -140,9 +137,10 @@ fn partition_count(
 }
 
 async fn create(
-    admin: &AdminClient<DefaultClientContext>,
+    admin: &Admin,
     topic: &Wanted<'_>,
     replication_factor: i32,
+    min_insync_replicas: i32,
 ) -> Result<(), AdminError> {
     let mut new = NewTopic::new(
         topic.name,
@@ -152,8 +150,9 @@ async fn create(
     if topic.compacted {
         new = new.set("cleanup.policy", "compact");
     }
+    let min_isr = min_insync_replicas.to_string();
     if replication_factor > 1 {
-        new = new.set("min.insync.replicas", "2");
+        new = new.set("min.insync.replicas", &min_isr);
     }
     let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
     for result in admin.create_topics([&new], &options).await? {

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, TopicPartitionList};
@@ -28,7 +29,15 @@ pub struct GroupContext {
     rebalancer: Arc<dyn Rebalancer>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        super::logs::log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        super::logs::log_error(&error, reason);
+    }
+}
 
 fn partitions_of(list: &TopicPartitionList) -> Vec<i32> {
     list.elements().iter().map(|e| e.partition()).collect()
@@ -51,9 +60,11 @@ impl ConsumerContext for GroupContext {
     }
 }
 
-/// Creates the consumer of the input topic (not yet subscribed).
+/// Creates the consumer of stream thread `thread` (from 0) for the input topic (not yet
+/// subscribed).
 pub fn create(
     config: &Config,
+    thread: usize,
     rebalancer: Arc<dyn Rebalancer>,
 ) -> Result<GroupConsumer, KafkaError> {
     let mut client = super::client_config(config, std::iter::empty());
@@ -92,5 +103,30 @@ pub fn create(
     for (key, value) in &config.kafka.consumer {
         client.set(key, value);
     }
+    if let Some(id) = config.kafka.consumer.get("group.instance.id") {
+        client.set("group.instance.id", static_member_id(id, thread));
+    }
     client.create_with_context(GroupContext { rebalancer })
+}
+
+/// Static membership (`group.instance.id`) names one member, and every stream thread is a
+/// member of its own: with one id for all, the threads fenced each other in turn. Thread 0
+/// keeps the configured id, as it keeps the transactional id, so adding threads later leaves
+/// the first member where it was.
+fn static_member_id(configured: &str, thread: usize) -> String {
+    match thread {
+        0 => configured.to_owned(),
+        t => format!("{configured}-{t}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::static_member_id;
+
+    #[test]
+    fn each_stream_thread_is_its_own_static_member() {
+        let ids: Vec<String> = (0..3).map(|t| static_member_id("node-a", t)).collect();
+        assert_eq!(ids, ["node-a", "node-a-1", "node-a-2"]);
+    }
 }

@@ -3,16 +3,21 @@
 //! cluster membership.
 
 pub mod admin;
+pub mod connect;
 pub mod consumer;
+pub mod logs;
 pub mod producer;
+pub mod security;
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientConfig, ClientContext};
 
 use crate::config::Config;
 
-/// Settings every client of this daemon shares; `overrides` are the raw librdkafka options.
+/// Settings every client of this daemon shares, `[kafka.security]` included; `overrides` are
+/// the raw librdkafka options.
 pub fn client_config<'a>(
     config: &Config,
     overrides: impl IntoIterator<Item = (&'a String, &'a String)>,
@@ -26,6 +31,7 @@ pub fn client_config<'a>(
         // that out: ~50 ms on every start, for the producer, the group join and each restore
         // reader. Backoff still grows exponentially up to reconnect.backoff.max.ms.
         .set("reconnect.backoff.ms", "10");
+    config.kafka.security.apply(&mut client);
     for (key, value) in overrides {
         client.set(key, value);
     }
@@ -87,13 +93,17 @@ pub fn reader_config(config: &Config) -> ClientConfig {
 pub struct ReaderContext;
 
 impl ClientContext for ReaderContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        logs::log(level, facility, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         // Reaching a partition's end is how readers know they are done, not an error;
         // librdkafka reports it both ways.
         let eof = matches!(error, KafkaError::PartitionEOF(_))
             || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
         if !eof {
-            tracing::warn!(%error, reason, "kafka reader error");
+            logs::log_error(&error, reason);
         }
     }
 }

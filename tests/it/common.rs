@@ -167,6 +167,7 @@ impl App {
             instance: instance.to_owned(),
             extra: Vec::new(),
             envs: Vec::new(),
+            config_file: None,
         }
     }
 }
@@ -176,6 +177,8 @@ pub struct DaemonBuilder {
     instance: String,
     extra: Vec<String>,
     envs: Vec<(String, String)>,
+    /// `Some`: `--config FILE`, which then also names the brokers.
+    config_file: Option<PathBuf>,
 }
 
 impl DaemonBuilder {
@@ -189,6 +192,12 @@ impl DaemonBuilder {
         self
     }
 
+    /// Runs with `--config FILE`, which then also names the brokers (no `--bootstrap-servers`).
+    pub fn config_file(mut self, path: PathBuf) -> Self {
+        self.config_file = Some(path);
+        self
+    }
+
     pub fn start(self) -> Daemon {
         let http = free_port();
         let resp = free_port();
@@ -198,11 +207,12 @@ impl DaemonBuilder {
             .join(format!("{}-{}.log", self.instance, unique("run")));
         let log = std::fs::File::create(&log_path).expect("daemon log file");
         let mut command = Command::new(BIN);
+        command.current_dir(&app.state_root).arg("run");
+        match &self.config_file {
+            Some(path) => command.arg("--config").arg(path),
+            None => command.arg("--bootstrap-servers").arg(bootstrap()),
+        };
         command
-            .current_dir(&app.state_root)
-            .arg("run")
-            .arg("--bootstrap-servers")
-            .arg(bootstrap())
             .arg("--application-id")
             .arg(&app.id)
             .arg("--instance-id")
@@ -231,6 +241,7 @@ impl DaemonBuilder {
         }
         command
             .env_remove("RUST_LOG")
+            .env_remove("HELLO_STREAMS__KAFKA__BOOTSTRAP_SERVERS")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log);
@@ -289,8 +300,14 @@ impl Daemon {
 
     /// SIGTERM, then waits (bounded) for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("daemon is running");
+        let child = self.child.as_ref().expect("daemon is running");
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        self.wait_exit(timeout)
+    }
+
+    /// Waits (bounded) for the daemon to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon is running");
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
@@ -300,7 +317,7 @@ impl Daemon {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "daemon did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                    "daemon still running after {timeout:?}; log:\n{}",
                     self.log()
                 );
             }

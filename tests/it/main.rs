@@ -13,3 +13,5 @@ mod recovery;
 mod redis_clients;
 mod restore;
 mod scaling;
+mod security;
+mod startup;
