@@ -87,6 +87,12 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         scratch: Option<PathBuf>,
     },
+    /// Keep every key's latest state in PostgreSQL or Redis, exactly once, or compare them
+    /// with the local stores
+    Projection {
+        #[command(subcommand)]
+        command: ProjectionCommand,
+    },
     /// Ask a running instance for a key's state over HTTP
     Query {
         key: String,
@@ -102,6 +108,80 @@ pub enum StateCommand {
     Get { key: String },
     /// Print every key's state, one JSON object per line
     Dump,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionCommand {
+    /// Into the seed's Pekko R2DBC tables (durable_state, optionally event_journal)
+    Postgres {
+        /// libpq connection string or postgresql:// URL
+        #[arg(
+            long,
+            env = "HELLO_STREAMS_POSTGRES_URL",
+            default_value = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+        )]
+        url: String,
+        /// Apply sql/create_tables_postgres.sql first (idempotent)
+        #[arg(long)]
+        create_tables: bool,
+        /// Also write one event_journal row per applied event (seq_nr = revision)
+        #[arg(long)]
+        event_journal: bool,
+        /// Pekko entity type: persistence_id = <entity type>|<key>
+        #[arg(long, default_value = "HelloState")]
+        entity_type: String,
+        #[command(flatten)]
+        flags: ProjectionFlags,
+    },
+    /// Into a Redis hash per key (helloCount, helloTotalCount, mood, revision)
+    Redis {
+        /// redis:// URL
+        #[arg(
+            long,
+            env = "HELLO_STREAMS_REDIS_URL",
+            default_value = "redis://127.0.0.1:6379"
+        )]
+        url: String,
+        /// Prepended to each key's hash name
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[command(flatten)]
+        flags: ProjectionFlags,
+    },
+    /// Compare the local stores (app.state_dir) with PostgreSQL and/or Redis key by key;
+    /// exits 1 on any mismatch
+    Verify {
+        /// libpq connection string or postgresql:// URL
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
+        #[arg(long, default_value = "HelloState")]
+        entity_type: String,
+        /// redis:// URL
+        #[arg(long, value_name = "URL")]
+        redis: Option<String>,
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Keep comparing until everything matches or this many seconds have passed
+        #[arg(long, default_value_t = 0)]
+        wait_secs: u64,
+    },
+}
+
+/// Consumer-side flags shared by the projections.
+#[derive(Debug, Args)]
+pub struct ProjectionFlags {
+    /// Consumer group and projection_name (default: <application id>-projection-<target>)
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Records per partition batch (one transaction)
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch_records: u64,
+    /// Longest a partition's batch stays open
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub batch_interval_ms: u64,
+    /// Serve Prometheus metrics (rows written, errors, lag, batch latency) here
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl ConfigFlags {

@@ -293,7 +293,7 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
     Ok(())
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (
         signal(SignalKind::interrupt()),

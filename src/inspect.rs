@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::config::Config;
+use crate::domain::HelloState;
 use crate::partitioner::partition_for_key;
 use crate::query::StateView;
 use crate::store::{partition_dir, Store, StoreError};
@@ -60,22 +61,32 @@ pub fn get(config: &Config, key: &str, out: &mut impl Write) -> Result<bool, Ins
 
 /// Prints every key's state, one JSON object per line; returns the number of keys.
 pub fn dump(config: &Config, out: &mut impl Write) -> Result<u64, InspectError> {
+    let mut failed = None;
+    let total = for_each_state(config, |key, state| {
+        if failed.is_none() {
+            let written = serde_json::to_writer(&mut *out, &StateView::new(key, state))
+                .map_err(std::io::Error::from)
+                .and_then(|_| writeln!(out));
+            failed = written.err();
+        }
+    })?;
+    match failed {
+        Some(error) => Err(error.into()),
+        None => Ok(total),
+    }
+}
+
+/// Visits every key's state in every local store (as readers see it, punctuation epoch
+/// applied); returns the number of keys.
+pub fn for_each_state(
+    config: &Config,
+    mut visit: impl FnMut(&str, &HelloState),
+) -> Result<u64, InspectError> {
     let mut total = 0;
     for partition in partitions(config)? {
         let path = partition_dir(&config.state_dir, &config.application_id, partition);
         let store = Store::open_read_only(&path)?;
-        let mut failed = None;
-        total += store.for_each_state(|key, state| {
-            if failed.is_none() {
-                let written = serde_json::to_writer(&mut *out, &StateView::new(key, &state))
-                    .map_err(std::io::Error::from)
-                    .and_then(|_| writeln!(out));
-                failed = written.err();
-            }
-        })?;
-        if let Some(error) = failed {
-            return Err(error.into());
-        }
+        total += store.for_each_state(|key, state| visit(key, &state))?;
     }
     Ok(total)
 }

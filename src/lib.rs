@@ -15,6 +15,9 @@
 //! 5. The [`query`] servers (HTTP and the Redis protocol) answer reads from committed local
 //!    state; [`ownership`] tells them who owns the other partitions.
 //!
+//! 6. The [`projection`] commands copy the committed `hello-counts` records into PostgreSQL
+//!    or Redis, exactly once.
+//!
 //! [`config`] and [`cli`] turn files, environment and flags into a validated configuration;
 //! [`telemetry`] sets up logs and holds the metrics; [`shutdown`] stops everything cleanly.
 //! At start [`kafka::connect`] waits, out loud and bounded, for the cluster to answer while
@@ -33,6 +36,7 @@ pub mod liveness;
 pub mod ownership;
 pub mod partitioner;
 pub mod processor;
+pub mod projection;
 pub mod query;
 pub mod shutdown;
 pub mod sink;

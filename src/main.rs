@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use hello_streams::cli::{Cli, Command, StateCommand};
+use hello_streams::cli::{Cli, Command, ProjectionCommand, ProjectionFlags, StateCommand};
+use hello_streams::projection::{self, postgres, redis, verify};
 use hello_streams::{config, daemon, drill, inspect, query, telemetry};
 
 /// jemalloc for everything in the process: Rust, and through its unprefixed `malloc`, RocksDB
@@ -148,6 +149,10 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 ExitCode::from(1)
             })
         }
+        Command::Projection { command } => {
+            telemetry::init_logging(&config.log_filter);
+            run_projection(&config, command)
+        }
         Command::Query { key, url } => {
             let base = url.unwrap_or_else(|| format!("http://{}", config.query.http_addr));
             let (status, body) = query::client::get_state(&base, &key)?;
@@ -159,4 +164,78 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             })
         }
     }
+}
+
+fn settings(
+    config: &config::Config,
+    target: &str,
+    flags: ProjectionFlags,
+) -> Result<projection::Settings, projection::ProjectionError> {
+    let mut settings = projection::Settings::new(config, target, flags.group)?;
+    settings.batch_records = flags.batch_records as usize;
+    settings.batch_interval = std::time::Duration::from_millis(flags.batch_interval_ms);
+    settings.metrics_addr = flags.metrics_addr;
+    Ok(settings)
+}
+
+fn run_projection(
+    config: &config::Config,
+    command: ProjectionCommand,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match command {
+        ProjectionCommand::Postgres {
+            url,
+            create_tables,
+            event_journal,
+            entity_type,
+            flags,
+        } => {
+            projection::check_entity_type(&entity_type)?;
+            let settings = settings(config, "postgres", flags)?;
+            let options = postgres::PostgresOptions {
+                url,
+                create_tables,
+                event_journal,
+                entity_type,
+            };
+            let open = postgres::PostgresTarget::open(&options, &settings.group);
+            projection::run_command(config, &settings, open)?;
+        }
+        ProjectionCommand::Redis { url, prefix, flags } => {
+            let settings = settings(config, "redis", flags)?;
+            let options = redis::RedisOptions { url, prefix };
+            projection::run_command(config, &settings, redis::RedisTarget::open(&options))?;
+        }
+        ProjectionCommand::Verify {
+            postgres,
+            entity_type,
+            redis,
+            prefix,
+            wait_secs,
+        } => {
+            let options = verify::VerifyOptions {
+                postgres,
+                entity_type,
+                redis,
+                redis_prefix: prefix,
+                wait: std::time::Duration::from_secs(wait_secs),
+            };
+            let report = verify::run(config, &options)?;
+            for mismatch in report.mismatches.iter().take(50) {
+                println!("mismatch {mismatch}");
+            }
+            let count = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
+            println!(
+                "verified {} store keys: postgres rows {}, redis hashes {}, {} mismatches",
+                report.keys,
+                count(report.postgres_rows),
+                count(report.redis_hashes),
+                report.mismatches.len()
+            );
+            if !report.mismatches.is_empty() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -834,56 +834,12 @@ impl Engine {
     }
 }
 
-/// The partition's end as of the consumer's last fetch response: no broker round trip (rdkafka
-/// only wraps the querying variant).
 fn cached_high_watermark(consumer: &GroupConsumer, topic: &str, partition: i32) -> Option<i64> {
-    let topic = std::ffi::CString::new(topic).ok()?;
-    let (mut low, mut high) = (-1i64, -1i64);
-    // SAFETY: the handle lives as long as `consumer`; the call only reads librdkafka's cached
-    // partition state under its own lock and writes the two out-parameters.
-    let error = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
+    crate::kafka::cached_high_watermark(consumer, topic, partition)
 }
 
-/// Seeks every listed partition, or fails. librdkafka reports a seek it could not apply (no
-/// leader during a broker outage, say) per partition inside the returned list; going on then
-/// would keep fetching from the old position, past records of the aborted transaction.
 fn seek(consumer: &GroupConsumer, wanted: TopicPartitionList) -> Result<(), ProcessorError> {
-    let deadline = Instant::now() + KAFKA_TIMEOUT;
-    let mut pending = wanted;
-    loop {
-        let result = consumer.seek_partitions(pending.clone(), Duration::from_secs(5))?;
-        let mut failed = TopicPartitionList::new();
-        let mut last_error = None;
-        for element in result.elements() {
-            if let Err(error) = element.error() {
-                failed.add_partition_offset(
-                    element.topic(),
-                    element.partition(),
-                    element.offset(),
-                )?;
-                last_error = Some(error);
-            }
-        }
-        let Some(error) = last_error else {
-            return Ok(());
-        };
-        if Instant::now() >= deadline {
-            return Err(ProcessorError::Kafka(error));
-        }
-        tracing::info!(%error, partitions = failed.count(), "seek not applied yet, retrying");
-        std::thread::sleep(Duration::from_millis(200));
-        pending = failed;
-    }
+    Ok(crate::kafka::seek_all(consumer, wanted, KAFKA_TIMEOUT)?)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -330,6 +330,12 @@ def benchmarks_md(results: dict, table: str, charts: list[Path], redis, repo: Pa
         summary = redis_summary(repo / "bench" / "results" / "redis-compare.md")
         redis_md = ("From `bench/redis/compare` (medians; every run is in "
                     "`bench/results/redis-compare.json`):\n\n" + (summary or redis_markdown(redis)))
+    projections = repo / "bench" / "results" / "projections.md"
+    if projections.exists():
+        projections_md = projections.read_text().strip()
+    else:
+        projections_md = ("`bench/results/projections.md` (written from `hello-streams-projection-bench`) "
+                          "was not present when this run finished.")
     hs_rounds = s.get("hs", {}).get("rounds", 0)
     return f"""# Benchmarks
 
@@ -366,6 +372,10 @@ prints the mismatches and no numbers.
 ### Read path: Redis vs hello-streams
 
 {redis_md}
+
+### Projections: PostgreSQL and Redis
+
+{projections_md}
 
 ## Machine
 

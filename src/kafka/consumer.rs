@@ -67,23 +67,8 @@ pub fn create(
     thread: usize,
     rebalancer: Arc<dyn Rebalancer>,
 ) -> Result<GroupConsumer, KafkaError> {
-    let mut client = super::client_config(config, std::iter::empty());
+    let mut client = super::group_member_config(config, &config.application_id);
     client
-        .set("group.id", &config.application_id)
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set(
-            "session.timeout.ms",
-            config.kafka.session_timeout.as_millis().to_string(),
-        )
-        .set(
-            "heartbeat.interval.ms",
-            (config.kafka.session_timeout.as_millis() / 4)
-                .max(100)
-                .to_string(),
-        )
         .set("fetch.wait.max.ms", "10")
         // Prefetch is per partition, and each queued record costs a few hundred bytes on top
         // of its payload; a fetch adds up to max.partition.fetch.bytes of records to a queue

@@ -38,6 +38,30 @@ pub fn client_config<'a>(
     client
 }
 
+/// A member of consumer group `group` that positions and commits by itself: cooperative
+/// rebalancing (only moved partitions are revoked), no automatic offsets, the configured
+/// session timeout with heartbeats at a quarter of it.
+pub fn group_member_config(config: &Config, group: &str) -> ClientConfig {
+    let mut client = client_config(config, std::iter::empty());
+    client
+        .set("group.id", group)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "session.timeout.ms",
+            config.kafka.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (config.kafka.session_timeout.as_millis() / 4)
+                .max(100)
+                .to_string(),
+        );
+    client
+}
+
 /// Raw consumer options that only mean something to a member of the consumer group. The
 /// readers and the admin client never join it, and librdkafka checks them against its own
 /// defaults there (`max.poll.interval.ms` below the default 45 s session timeout fails
@@ -123,4 +147,67 @@ pub fn create_end_reader(config: &Config) -> Result<Reader, KafkaError> {
     let mut client = reader_config(config);
     client.set("isolation.level", "read_uncommitted");
     client.create_with_context(ReaderContext)
+}
+
+/// The partition's end as of the consumer's last fetch response: no broker round trip (rdkafka
+/// only wraps the querying variant).
+pub fn cached_high_watermark<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    use rdkafka::consumer::Consumer;
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the handle lives as long as `consumer`; the call only reads librdkafka's cached
+    // partition state under its own lock and writes the two out-parameters.
+    let error = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
+/// Seeks every listed partition, or fails after `timeout`. librdkafka reports a seek it could
+/// not apply (no leader during a broker outage, say) per partition inside the returned list;
+/// going on then would keep fetching from the old position.
+pub fn seek_all<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    wanted: rdkafka::TopicPartitionList,
+    timeout: std::time::Duration,
+) -> Result<(), KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pending = wanted;
+    loop {
+        let result =
+            consumer.seek_partitions(pending.clone(), std::time::Duration::from_secs(5))?;
+        let mut failed = rdkafka::TopicPartitionList::new();
+        let mut last_error = None;
+        for element in result.elements() {
+            if let Err(error) = element.error() {
+                failed.add_partition_offset(
+                    element.topic(),
+                    element.partition(),
+                    element.offset(),
+                )?;
+                last_error = Some(error);
+            }
+        }
+        let Some(error) = last_error else {
+            return Ok(());
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(error);
+        }
+        tracing::info!(%error, partitions = failed.count(), "seek not applied yet, retrying");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        pending = failed;
+    }
 }

@@ -7,6 +7,8 @@ mod common;
 mod dead_letters;
 mod hostile;
 mod processing;
+mod projection;
+mod projection_support;
 mod queries;
 mod read_your_writes;
 mod recovery;
