@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 use super::auth::HttpAuth;
 use super::http_forward::{HttpForwarder, FORWARDED_HEADER};
 use super::settings::Limits;
+use super::tls::Tls;
 use super::{Lookup, Owner, Position, StateQuery, StateView};
 use crate::domain::validate_key;
 use crate::shutdown::Shutdown;
@@ -41,6 +42,8 @@ pub struct Api {
     pub auth: HttpAuth,
     /// `None`: keys owned elsewhere are answered with a redirect.
     pub forwarder: Option<HttpForwarder>,
+    /// `Some`: connections speak TLS (and redirects say `https`).
+    pub tls: Option<Arc<Tls>>,
 }
 
 type Shared = Arc<Api>;
@@ -52,7 +55,8 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let limits = api.limits;
-    super::http_server::serve(listener, router(Arc::new(api)), limits, shutdown).await
+    let tls = api.tls.clone();
+    super::http_server::serve(listener, router(Arc::new(api)), limits, tls, shutdown).await
 }
 
 fn router(api: Shared) -> Router {
@@ -231,7 +235,7 @@ async fn get_state(State(api): State<Shared>, uri: Uri, headers: HeaderMap) -> R
             let forwarded = headers.contains_key(FORWARDED_HEADER);
             match &api.forwarder {
                 Some(forwarder) if !forwarded => forward(forwarder, &owner, &uri, bound.wait).await,
-                _ => redirect(partition, &owner, key, uri.query()),
+                _ => redirect(&api, partition, &owner, key, uri.query()),
             }
         }
         Lookup::Unavailable { partition } => (
@@ -266,9 +270,11 @@ async fn forward(forwarder: &HttpForwarder, owner: &Owner, uri: &Uri, wait: Dura
     }
 }
 
-fn redirect(partition: i32, owner: &Owner, key: &str, query: Option<&str>) -> Response {
+fn redirect(api: &Api, partition: i32, owner: &Owner, key: &str, query: Option<&str>) -> Response {
+    // Instances of a group share their TLS settings, so the owner speaks what we speak.
+    let scheme = if api.tls.is_some() { "https" } else { "http" };
     let mut location = format!(
-        "http://{}/v1/state/{}",
+        "{scheme}://{}/v1/state/{}",
         owner.http_addr,
         percent_encode(key)
     );
@@ -529,6 +535,7 @@ mod tests {
             limits,
             auth,
             forwarder: None,
+            tls: None,
         };
         let task = tokio::spawn(serve(listener, api, shutdown));
         Server {

@@ -20,6 +20,7 @@ pub mod resp_forward;
 pub mod resp_protocol;
 pub mod resp_reply;
 pub mod settings;
+pub mod tls;
 
 use serde::Serialize;
 

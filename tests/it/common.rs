@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -167,6 +167,7 @@ impl App {
             instance: instance.to_owned(),
             extra: Vec::new(),
             envs: Vec::new(),
+            tls_ca: None,
         }
     }
 }
@@ -176,6 +177,7 @@ pub struct DaemonBuilder {
     instance: String,
     extra: Vec<String>,
     envs: Vec<(String, String)>,
+    tls_ca: Option<PathBuf>,
 }
 
 impl DaemonBuilder {
@@ -186,6 +188,17 @@ impl DaemonBuilder {
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    /// TLS on both query ports with this certificate and key; `ca` signed it (readiness is
+    /// then checked over HTTPS, trusting `ca`).
+    pub fn tls(mut self, cert: &Path, key: &Path, ca: &Path) -> Self {
+        for (field, path) in [("cert_file", cert), ("key_file", key), ("ca_file", ca)] {
+            self.extra
+                .push(format!("query.tls.{field}={}", path.display()));
+        }
+        self.tls_ca = Some(ca.to_owned());
         self
     }
 
@@ -240,6 +253,7 @@ impl DaemonBuilder {
             http_port: http,
             resp_port: resp,
             log_path,
+            tls_ca: self.tls_ca,
         }
     }
 }
@@ -250,6 +264,8 @@ pub struct Daemon {
     pub http_port: u16,
     pub resp_port: u16,
     pub log_path: PathBuf,
+    /// `Some`: the query ports speak TLS with a certificate this CA signed.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -268,10 +284,11 @@ impl Daemon {
             {
                 panic!("daemon exited early ({status}); log:\n{}", self.log());
             }
-            if http_get(self.http_port, "/readyz")
-                .map(|(s, _)| s == 200)
-                .unwrap_or(false)
-            {
+            let ready = match &self.tls_ca {
+                None => http_get(self.http_port, "/readyz"),
+                Some(ca) => https_get(self.http_port, "/readyz", ca, None),
+            };
+            if ready.map(|(s, _)| s == 200).unwrap_or(false) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -348,6 +365,60 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     Ok(split_response(&response))
+}
+
+/// A TLS connection to 127.0.0.1:port that trusts only the CA in `ca` (PEM).
+pub fn tls_connect(
+    port: u16,
+    ca: &Path,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let invalid = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| invalid(&e))? {
+        roots
+            .add(cert.map_err(|e| invalid(&e))?)
+            .map_err(|e| invalid(&e))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("127.0.0.1").map_err(|e| invalid(&e))?;
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|e| invalid(&e))?;
+    let socket = TcpStream::connect(("127.0.0.1", port))?;
+    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(rustls::StreamOwned::new(connection, socket))
+}
+
+/// An HTTPS GET against 127.0.0.1:port, trusting the CA in `ca` (PEM); status and body.
+pub fn https_get(
+    port: u16,
+    path: &str,
+    ca: &Path,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut stream = tls_connect(port, ca)?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    // The server closes without a TLS close_notify only when it cuts a connection; a
+    // whole response is all there either way.
+    match stream.read_to_end(&mut response) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Ok(split_response(&String::from_utf8_lossy(&response)))
 }
 
 /// Status and body of a whole HTTP/1.1 response.

@@ -13,3 +13,4 @@ mod recovery;
 mod redis_clients;
 mod restore;
 mod scaling;
+mod tls;
