@@ -193,6 +193,7 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
             idle_timeout: q.limits.resp_idle_timeout,
             output_buffer_bytes: q.limits.resp_output_buffer_bytes,
             output_timeout: q.limits.resp_output_timeout,
+            max_wait: q.limits.max_wait,
             ..query::resp::RespLimits::default()
         },
         auth: q.resp_auth.clone(),

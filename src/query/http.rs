@@ -9,7 +9,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
@@ -24,16 +24,13 @@ use super::auth::HttpAuth;
 use super::http_forward::{HttpForwarder, FORWARDED_HEADER};
 use super::settings::Limits;
 use super::tls::Tls;
-use super::{Lookup, Owner, Position, StateQuery, StateView};
+use super::{wait_for_position, Lookup, Owner, Position, StateQuery, StateView};
 use crate::domain::validate_key;
 use crate::shutdown::Shutdown;
 
 const STATE_PREFIX: &str = "/v1/state/";
 /// The Prometheus text exposition format, as scrapers expect it.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// How often a read waiting for a position looks again. Commits come every commit interval
-/// (100 ms by default), so this adds little delay and needs nothing from the stream thread.
-const WAIT_POLL: Duration = Duration::from_millis(5);
 
 /// What the handlers share.
 pub struct Api {
@@ -154,22 +151,16 @@ async fn await_position(
     after: i64,
     wait: Duration,
 ) -> Result<Position, Response> {
-    let deadline = Instant::now() + wait;
-    loop {
-        let position = api.query.position_of(key.as_bytes());
-        match position {
-            Some(p) if p.offset >= after => return Ok(p),
-            _ if Instant::now() >= deadline => {
-                return Err((
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
-                    Json(json!({"error": "not_yet", "after": after, "position": position})),
-                )
-                    .into_response())
-            }
-            _ => tokio::time::sleep(WAIT_POLL).await,
-        }
-    }
+    wait_for_position(&*api.query, key.as_bytes(), after, wait)
+        .await
+        .map_err(|position| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+                Json(json!({"error": "not_yet", "after": after, "position": position})),
+            )
+                .into_response()
+        })
 }
 
 /// Takes the key from the raw URI rather than axum's `Path`: `Path<String>` rejects a key that

@@ -64,6 +64,8 @@ pub struct RespLimits {
     pub output_buffer_bytes: usize,
     /// A client that does not take its replies for this long is closed.
     pub output_timeout: Duration,
+    /// Longest `WAITMS` a read with `AFTER` may ask for.
+    pub max_wait: Duration,
 }
 
 impl RespLimits {
@@ -74,6 +76,7 @@ impl RespLimits {
         idle_timeout: Some(Duration::from_secs(300)),
         output_buffer_bytes: 1024 * 1024,
         output_timeout: Duration::from_secs(10),
+        max_wait: Duration::from_secs(5),
     };
 }
 
@@ -245,6 +248,9 @@ impl Session {
                             continue;
                         }
                         flow = self.execute(frame, &args, &mut output);
+                        if let Flow::Wait(bound) = flow {
+                            flow = self.wait(bound, frame, &args, &mut output).await;
+                        }
                         if let Flow::Forward(job) = flow {
                             self.forward(job, frame, &args, &mut output).await;
                             flow = Flow::Continue;
@@ -395,6 +401,10 @@ mod tests {
     use crate::shutdown::{self, Trigger};
 
     const WAIT: Duration = Duration::from_secs(5);
+    /// `HGETALL alice` in RESP2.
+    const ALICE_HASH: &str = "*10\r\n$10\r\nhelloCount\r\n$1\r\n3\r\n$15\r\nhelloTotalCount\r\n\
+        $1\r\n7\r\n$4\r\nmood\r\n$5\r\nHAPPY\r\n$8\r\nrevision\r\n$2\r\n12\r\n\
+        $9\r\nupdatedAt\r\n$13\r\n1700000000123\r\n";
 
     struct Server {
         addr: SocketAddr,
@@ -492,9 +502,7 @@ mod tests {
     async fn reads_counters_and_hashes() {
         let server = start(RespLimits::default()).await;
         let mut client = connect(&server).await;
-        let alice = "*10\r\n$10\r\nhelloCount\r\n$1\r\n3\r\n$15\r\nhelloTotalCount\r\n$1\r\n7\r\n\
-            $4\r\nmood\r\n$5\r\nHAPPY\r\n$8\r\nrevision\r\n$2\r\n12\r\n\
-            $9\r\nupdatedAt\r\n$13\r\n1700000000123\r\n";
+        let alice = ALICE_HASH;
         talk(
             &mut client,
             &[
@@ -927,6 +935,70 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(&reply, b"-ERR ");
+    }
+
+    #[tokio::test]
+    async fn reads_after_an_offset_answer_or_say_not_yet() {
+        let server = start(RespLimits {
+            max_wait: Duration::from_millis(300),
+            ..RespLimits::default()
+        })
+        .await;
+        let mut client = connect(&server).await;
+        let bad =
+            "-ERR syntax error: a read's options are AFTER <offset> [WAITMS <milliseconds>]\r\n";
+        let alice = ALICE_HASH;
+        talk(
+            &mut client,
+            &[
+                // alice's partition has applied offset 11.
+                ("GET alice AFTER 11", "$1\r\n3\r\n"),
+                ("GET alice waitms 50 after 3", "$1\r\n3\r\n"),
+                ("HGET alice mood AFTER 11 WAITMS 10", "$5\r\nHAPPY\r\n"),
+                ("HGETALL alice AFTER 0", alice),
+                ("GET nobody AFTER 11", "$-1\r\n"),
+                (
+                    "GET alice AFTER 12 WAITMS 50",
+                    "-NOTYET partition 0 has applied input up to offset 11, not yet 12\r\n",
+                ),
+                // bob's partition reports no position: never a silent answer.
+                (
+                    "GET bob AFTER 0",
+                    "-NOTYET the key's partition has applied nothing here yet, not yet 0\r\n",
+                ),
+                // Owned elsewhere, forwarding off: redirected with the options kept by the
+                // client, as any -MOVED.
+                ("GET remote-1 AFTER 5", "-MOVED 1 10.0.0.2:6380\r\n"),
+                (
+                    "GET broken AFTER 5",
+                    "-ERR store read failed: disk on fire\r\n",
+                ),
+                ("GET alice AFTER", bad),
+                ("GET alice AFTER x", bad),
+                ("GET alice WAITMS 10", bad),
+                ("GET alice LATER 10", bad),
+                ("GET alice x", bad),
+                // Only the one-key reads take options.
+                ("MGET alice AFTER 11", "*3\r\n$1\r\n3\r\n$-1\r\n$-1\r\n"),
+                (
+                    "ECHO a b",
+                    "-ERR wrong number of arguments for 'echo' command\r\n",
+                ),
+            ],
+        )
+        .await;
+        // A wait is bounded by max_wait whatever the client asks.
+        let started = std::time::Instant::now();
+        talk(
+            &mut client,
+            &[(
+                "GET alice AFTER 99 WAITMS 99999999",
+                "-NOTYET partition 0 has applied input up to offset 11, not yet 99\r\n",
+            )],
+        )
+        .await;
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(2));
     }
 
     #[tokio::test]

@@ -89,9 +89,16 @@ impl RespForwarder {
         }
     }
 
-    /// Sends `args` as one command to `addr` and returns its reply. A pooled connection the
-    /// owner has closed meanwhile fails at once; the call is then tried once on a new one.
-    pub async fn call(&self, addr: &str, args: &[&[u8]]) -> Result<Value, ForwardError> {
+    /// Sends `args` as one command to `addr` and returns its reply, within the forwarding
+    /// timeout plus `wait` (what the owner may wait for a position the read asked for). A
+    /// pooled connection the owner has closed meanwhile fails at once; the call is then
+    /// tried once on a new one.
+    pub async fn call(
+        &self,
+        addr: &str,
+        args: &[&[u8]],
+        wait: Duration,
+    ) -> Result<Value, ForwardError> {
         let exchange = async {
             if let Some(conn) = self.take(addr) {
                 if let Ok(done) = self.exchange(conn, addr, args).await {
@@ -101,7 +108,8 @@ impl RespForwarder {
             let conn = self.connect(addr).await?;
             self.exchange(conn, addr, args).await
         };
-        match tokio::time::timeout(self.timeout, exchange).await {
+        let bound = self.timeout + wait;
+        match tokio::time::timeout(bound, exchange).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(Failure::Io(source))) => Err(ForwardError::Io {
                 addr: addr.to_owned(),
@@ -116,7 +124,7 @@ impl RespForwarder {
             }),
             Err(_) => Err(ForwardError::Timeout {
                 addr: addr.to_owned(),
-                timeout: self.timeout,
+                timeout: bound,
             }),
         }
     }
