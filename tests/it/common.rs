@@ -168,6 +168,7 @@ impl App {
             extra: Vec::new(),
             envs: Vec::new(),
             tls_ca: None,
+            tls_identity: None,
         }
     }
 }
@@ -178,6 +179,7 @@ pub struct DaemonBuilder {
     extra: Vec<String>,
     envs: Vec<(String, String)>,
     tls_ca: Option<PathBuf>,
+    tls_identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl DaemonBuilder {
@@ -199,6 +201,15 @@ impl DaemonBuilder {
                 .push(format!("query.tls.{field}={}", path.display()));
         }
         self.tls_ca = Some(ca.to_owned());
+        self
+    }
+
+    /// With [`DaemonBuilder::tls`]: clients must present a certificate `ca` signed
+    /// (readiness is then checked presenting `cert` and `key`).
+    pub fn client_certificates(mut self, ca: &Path, cert: &Path, key: &Path) -> Self {
+        self.extra
+            .push(format!("query.tls.client_ca_file={}", ca.display()));
+        self.tls_identity = Some((cert.to_owned(), key.to_owned()));
         self
     }
 
@@ -254,6 +265,7 @@ impl DaemonBuilder {
             resp_port: resp,
             log_path,
             tls_ca: self.tls_ca,
+            tls_identity: self.tls_identity,
         }
     }
 }
@@ -266,6 +278,8 @@ pub struct Daemon {
     pub log_path: PathBuf,
     /// `Some`: the query ports speak TLS with a certificate this CA signed.
     pub tls_ca: Option<PathBuf>,
+    /// `Some`: the certificate and key to present to it.
+    pub tls_identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl Daemon {
@@ -286,7 +300,13 @@ impl Daemon {
             }
             let ready = match &self.tls_ca {
                 None => http_get(self.http_port, "/readyz"),
-                Some(ca) => https_get(self.http_port, "/readyz", ca, None),
+                Some(ca) => {
+                    let identity = self
+                        .tls_identity
+                        .as_ref()
+                        .map(|(c, k)| (c.as_path(), k.as_path()));
+                    https_get_as(self.http_port, "/readyz", ca, identity, None)
+                }
             };
             if ready.map(|(s, _)| s == 200).unwrap_or(false) {
                 return;
@@ -372,8 +392,17 @@ pub fn tls_connect(
     port: u16,
     ca: &Path,
 ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    tls_connect_as(port, ca, None)
+}
+
+/// [`tls_connect`], presenting the client certificate and key of `identity` (PEM) if any.
+pub fn tls_connect_as(
+    port: u16,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let invalid = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).map_err(|e| invalid(&e))? {
@@ -385,8 +414,20 @@ pub fn tls_connect(
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid(&e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => config.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| invalid(&e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid(&e))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(&e))?;
+            config
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| invalid(&e))?
+        }
+    };
     let name = ServerName::try_from("127.0.0.1").map_err(|e| invalid(&e))?;
     let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
         .map_err(|e| invalid(&e))?;
@@ -402,7 +443,18 @@ pub fn https_get(
     ca: &Path,
     token: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
-    let mut stream = tls_connect(port, ca)?;
+    https_get_as(port, path, ca, None, token)
+}
+
+/// [`https_get`], presenting a client certificate (see [`tls_connect_as`]).
+pub fn https_get_as(
+    port: u16,
+    path: &str,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut stream = tls_connect_as(port, ca, identity)?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();

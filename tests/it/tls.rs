@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::common::*;
 use crate::redis_clients::{group_with, load, redis_py};
@@ -127,6 +128,11 @@ pub fn redis_cli_tls(
     if let Some(password) = password {
         command.args(["--user", "default", "--pass", password, "--no-auth-warning"]);
     }
+    run_with_stdin(command, commands)
+}
+
+/// Runs redis-cli with `commands` on its stdin; its output lines.
+fn run_with_stdin(mut command: Command, commands: &[String]) -> Vec<String> {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -303,4 +309,70 @@ fn curl_redis_py_and_redis_cli_read_every_key_over_tls_through_one_instance_of_t
     let ready = https_get(b.http_port, "/readyz", &certs.ca, None).expect("https");
     assert_eq!(ready.0, 200);
     drop(b);
+}
+
+#[test]
+fn with_client_certificates_required_only_clients_presenting_one_are_served() {
+    let app = App::new("mtls", 4);
+    let certs = TestCerts::generate(&app.state_root.join("certs"));
+    let (a, b) = group_with(&app, |builder| {
+        builder
+            .tls(&certs.cert, &certs.key, &certs.ca)
+            .client_certificates(&certs.ca, &certs.cert, &certs.key)
+    });
+    let events: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("mtls-{i}"), "Hello".to_owned()))
+        .collect();
+    produce_events(&app.input, &events);
+    verify(&app, &events, Duration::from_secs(120));
+    let identity = Some((certs.cert.as_path(), certs.key.as_path()));
+    // Through one instance: the other's keys are forwarded, presenting its certificate.
+    let mut right = 0;
+    for (key, _) in &events {
+        let path = format!("/v1/state/{key}");
+        let (status, body) = https_get_as(a.http_port, &path, &certs.ca, identity, None)
+            .expect("https with a client certificate");
+        let state: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        right += usize::from(status == 200 && state["helloCount"] == 1);
+    }
+    eprintln!(
+        "mtls: {right} of {} right through one instance",
+        events.len()
+    );
+    assert_eq!(right, events.len());
+    let commands: Vec<String> = events.iter().map(|(key, _)| format!("GET {key}")).collect();
+    let mut redis_cli = Command::new("redis-cli");
+    redis_cli
+        .args(["--tls", "--cacert"])
+        .arg(&certs.ca)
+        .arg("--cert")
+        .arg(&certs.cert)
+        .arg("--key")
+        .arg(&certs.key)
+        .args(["-h", "127.0.0.1", "-p", &b.resp_port.to_string()]);
+    let replies = run_with_stdin(redis_cli, &commands);
+    let ones = vec!["1".to_owned(); events.len()];
+    all_right(
+        "mtls: redis-cli --tls --cert through the other instance",
+        &replies,
+        &ones,
+    );
+
+    // Without a certificate the handshake is refused.
+    let bare = https_get(a.http_port, "/readyz", &certs.ca, None);
+    assert!(
+        bare.is_err() || bare.as_ref().is_ok_and(|(s, _)| *s != 200),
+        "{bare:?}"
+    );
+    let curl = Command::new("curl")
+        .arg("--cacert")
+        .arg(&certs.ca)
+        .args(["--silent", "--max-time", "10"])
+        .arg(format!("https://127.0.0.1:{}/readyz", a.http_port))
+        .output()
+        .expect("curl");
+    assert!(
+        !curl.status.success(),
+        "curl without a client certificate was served"
+    );
 }
