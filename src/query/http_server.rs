@@ -1,6 +1,8 @@
 //! Runs HTTP/1.1 connections for the read API with every limit a client could push on:
 //! a connection cap, a header-read (and keep-alive idle) timeout, a request-size limit, a
 //! bound on each request, and a shutdown that closes what is left after a grace period.
+//! With TLS the handshake is one more of them: it runs in the connection's task, under the
+//! cap, within the handshake timeout.
 //!
 //! `axum::serve` runs hyper without a timer, so no header timeout applies there and a client
 //! that sends half a request holds its connection (and the daemon's shutdown) forever; this
