@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::kafka::security::{self, RawSecurity, Security};
 use crate::query::auth::{HttpAuth, RespAuth, Secret, DEFAULT_USER};
 use crate::query::settings::{Forwarding, Limits};
+use crate::query::tls::{Tls, TlsSettings};
 
 /// Prefix of environment overrides: `HELLO_STREAMS__KAFKA__BOOTSTRAP_SERVERS=...`.
 pub const ENV_PREFIX: &str = "HELLO_STREAMS__";
@@ -217,6 +218,30 @@ pub struct RawQuery {
     pub resp_users: BTreeMap<String, Secret>,
     pub http_token: Secret,
     pub metrics_need_token: bool,
+    pub tls: RawTls,
+}
+
+/// `[query.tls]`: PEM files; TLS is on when `cert_file` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
+    pub client_ca_file: PathBuf,
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            ca_file: PathBuf::new(),
+            client_ca_file: PathBuf::new(),
+            handshake_timeout_ms: 10_000,
+        }
+    }
 }
 
 impl Default for RawQuery {
@@ -246,6 +271,7 @@ impl Default for RawQuery {
             resp_users: BTreeMap::new(),
             http_token: Secret::default(),
             metrics_need_token: false,
+            tls: RawTls::default(),
         }
     }
 }
@@ -401,6 +427,8 @@ pub struct Query {
     pub forwarding: Forwarding,
     pub resp_auth: RespAuth,
     pub http_auth: HttpAuth,
+    /// `None`: both servers speak plain TCP.
+    pub tls: Option<TlsSettings>,
 }
 
 /// Where the configuration comes from, in increasing precedence after the file.
@@ -681,6 +709,7 @@ fn validate(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigEr
         100_000_000,
     )? as usize;
     let (limits, forwarding, resp_auth, http_auth) = validate_servers(&q)?;
+    let tls = validate_tls(&q.tls)?;
 
     if tracing_subscriber::EnvFilter::try_new(&raw.log.filter).is_err() {
         return Err(field_error(
@@ -737,6 +766,7 @@ fn validate(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigEr
             forwarding,
             resp_auth,
             http_auth,
+            tls,
         },
         log_filter: raw.log.filter,
         log_format: raw.log.format,
@@ -878,6 +908,56 @@ fn validate_servers(q: &RawQuery) -> Result<(Limits, Forwarding, RespAuth, HttpA
         metrics_need_token: q.metrics_need_token,
     };
     Ok((limits, forwarding, resp_auth, http_auth))
+}
+
+/// `[query.tls]`: both files or neither, and every file must load now, so a bad one fails at
+/// start (and in `check-config`) naming its field rather than at the first client.
+fn validate_tls(t: &RawTls) -> Result<Option<TlsSettings>, ConfigError> {
+    let set = |path: &PathBuf| (!path.as_os_str().is_empty()).then(|| path.clone());
+    let (cert_file, key_file) = match (set(&t.cert_file), set(&t.key_file)) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) => {
+            if set(&t.ca_file).is_some() || set(&t.client_ca_file).is_some() {
+                return Err(field_error(
+                    "query.tls.cert_file",
+                    "is empty while a CA file is set",
+                    "set cert_file and key_file to turn TLS on, or clear the CA files",
+                ));
+            }
+            return Ok(None);
+        }
+        (Some(_), None) => {
+            return Err(field_error(
+                "query.tls.key_file",
+                "is empty while cert_file is set",
+                "set the PEM private key of cert_file's certificate",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(field_error(
+                "query.tls.cert_file",
+                "is empty while key_file is set",
+                "set the PEM certificate chain that goes with key_file",
+            ))
+        }
+    };
+    let settings = TlsSettings {
+        cert_file,
+        key_file,
+        ca_file: set(&t.ca_file),
+        client_ca_file: set(&t.client_ca_file),
+        handshake_timeout: Duration::from_millis(in_range(
+            "query.tls.handshake_timeout_ms",
+            t.handshake_timeout_ms,
+            100,
+            600_000,
+        )?),
+    };
+    if let Err(error) = Tls::load(&settings) {
+        let file = error.file();
+        return Err(field_error(file.field(), error.to_string(), file.fix()));
+    }
+    Ok(Some(settings))
 }
 
 fn in_range<T>(field: &str, value: T, min: T, max: T) -> Result<T, ConfigError>

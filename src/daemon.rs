@@ -15,6 +15,7 @@ use crate::processor::{self, ProcessorError, Setup};
 use crate::query::http_forward::HttpForwarder;
 use crate::query::local::LocalState;
 use crate::query::resp_forward::RespForwarder;
+use crate::query::tls::{Tls, TlsError};
 use crate::query::{self, Owner, StateQuery};
 use crate::shutdown;
 use crate::startup;
@@ -47,6 +48,11 @@ pub enum DaemonError {
     Processor(#[from] ProcessorError),
     #[error("stream thread panicked")]
     Panicked,
+    #[error("config field `{}`: {source}", source.file().field())]
+    Tls {
+        #[source]
+        source: TlsError,
+    },
 }
 
 /// The instance id: configured, or generated once and kept beside the stores so a restart
@@ -115,6 +121,13 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 }
 
 async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonError> {
+    // Checked by the configuration already; loaded again here, where it is used.
+    let tls = match &config.query.tls {
+        Some(settings) => Some(Arc::new(
+            Tls::load(settings).map_err(|source| DaemonError::Tls { source })?,
+        )),
+        None => None,
+    };
     let bind = |what, addr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -190,10 +203,11 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
         query: state.clone(),
         limits,
         auth: q.http_auth.clone(),
-        forwarder: q
-            .forwarding
-            .enabled
-            .then(|| HttpForwarder::new(&q.forwarding, q.http_auth.token.clone(), &instance_id)),
+        forwarder: q.forwarding.enabled.then(|| {
+            let token = q.http_auth.token.clone();
+            HttpForwarder::new(&q.forwarding, token, &instance_id, tls.as_deref())
+        }),
+        tls: tls.clone(),
     };
     let http_task = tokio::spawn(query::http::serve(http, api, trigger.subscribe()));
     let resp_server = query::resp::RespServer {
@@ -204,13 +218,15 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
             idle_timeout: q.limits.resp_idle_timeout,
             output_buffer_bytes: q.limits.resp_output_buffer_bytes,
             output_timeout: q.limits.resp_output_timeout,
+            max_wait: q.limits.max_wait,
             ..query::resp::RespLimits::default()
         },
         auth: q.resp_auth.clone(),
         forwarder: q.forwarding.enabled.then(|| {
             let login = q.resp_auth.credentials(&q.forwarding.user);
-            Arc::new(RespForwarder::new(&q.forwarding, login))
+            Arc::new(RespForwarder::new(&q.forwarding, login, tls.clone()))
         }),
+        tls,
     };
     let resp_task = tokio::spawn(query::resp::serve(resp, resp_server, trigger.subscribe()));
 

@@ -9,7 +9,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
@@ -23,16 +23,14 @@ use tracing::{debug, warn};
 use super::auth::HttpAuth;
 use super::http_forward::{ForwardError, HttpForwarder, FORWARDED_HEADER};
 use super::settings::Limits;
-use super::{Lookup, Owner, Position, StateQuery, StateView};
+use super::tls::Tls;
+use super::{wait_for_position, Lookup, Owner, Position, StateQuery, StateView};
 use crate::domain::validate_key;
 use crate::shutdown::Shutdown;
 
 const STATE_PREFIX: &str = "/v1/state/";
 /// The Prometheus text exposition format, as scrapers expect it.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// How often a read waiting for a position looks again. Commits come every commit interval
-/// (100 ms by default), so this adds little delay and needs nothing from the stream thread.
-const WAIT_POLL: Duration = Duration::from_millis(5);
 
 /// What the handlers share.
 pub struct Api {
@@ -41,6 +39,8 @@ pub struct Api {
     pub auth: HttpAuth,
     /// `None`: keys owned elsewhere are answered with a redirect.
     pub forwarder: Option<HttpForwarder>,
+    /// `Some`: connections speak TLS (and redirects say `https`).
+    pub tls: Option<Arc<Tls>>,
 }
 
 type Shared = Arc<Api>;
@@ -52,7 +52,8 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let limits = api.limits;
-    super::http_server::serve(listener, router(Arc::new(api)), limits, shutdown).await
+    let tls = api.tls.clone();
+    super::http_server::serve(listener, router(Arc::new(api)), limits, tls, shutdown).await
 }
 
 fn router(api: Shared) -> Router {
@@ -150,22 +151,16 @@ async fn await_position(
     after: i64,
     wait: Duration,
 ) -> Result<Position, Response> {
-    let deadline = Instant::now() + wait;
-    loop {
-        let position = api.query.position_of(key.as_bytes());
-        match position {
-            Some(p) if p.offset >= after => return Ok(p),
-            _ if Instant::now() >= deadline => {
-                return Err((
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
-                    Json(json!({"error": "not_yet", "after": after, "position": position})),
-                )
-                    .into_response())
-            }
-            _ => tokio::time::sleep(WAIT_POLL).await,
-        }
-    }
+    wait_for_position(&*api.query, key.as_bytes(), after, wait)
+        .await
+        .map_err(|position| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+                Json(json!({"error": "not_yet", "after": after, "position": position})),
+            )
+                .into_response()
+        })
 }
 
 /// Takes the key from the raw URI rather than axum's `Path`: `Path<String>` rejects a key that
@@ -231,7 +226,7 @@ async fn get_state(State(api): State<Shared>, uri: Uri, headers: HeaderMap) -> R
             let forwarded = headers.contains_key(FORWARDED_HEADER);
             match &api.forwarder {
                 Some(forwarder) if !forwarded => forward(forwarder, &owner, &uri, bound.wait).await,
-                _ => redirect(partition, &owner, key, uri.query()),
+                _ => redirect(&api, partition, &owner, key, uri.query()),
             }
         }
         Lookup::Unavailable { partition } => (
@@ -278,9 +273,11 @@ async fn forward(forwarder: &HttpForwarder, owner: &Owner, uri: &Uri, wait: Dura
     }
 }
 
-fn redirect(partition: i32, owner: &Owner, key: &str, query: Option<&str>) -> Response {
+fn redirect(api: &Api, partition: i32, owner: &Owner, key: &str, query: Option<&str>) -> Response {
+    // Instances of a group share their TLS settings, so the owner speaks what we speak.
+    let scheme = if api.tls.is_some() { "https" } else { "http" };
     let mut location = format!(
-        "http://{}/v1/state/{}",
+        "{scheme}://{}/v1/state/{}",
         owner.http_addr,
         percent_encode(key)
     );
@@ -541,6 +538,7 @@ mod tests {
             limits,
             auth,
             forwarder: None,
+            tls: None,
         };
         let task = tokio::spawn(serve(listener, api, shutdown));
         Server {

@@ -1,6 +1,8 @@
 //! Runs HTTP/1.1 connections for the read API with every limit a client could push on:
 //! a connection cap, a header-read (and keep-alive idle) timeout, a request-size limit, a
 //! bound on each request, and a shutdown that closes what is left after a grace period.
+//! With TLS the handshake is one more of them: it runs in the connection's task, under the
+//! cap, within the handshake timeout.
 //!
 //! `axum::serve` runs hyper without a timer, so no header timeout applies there and a client
 //! that sends half a request holds its connection (and the daemon's shutdown) forever; this
@@ -8,6 +10,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -26,6 +29,7 @@ use tracing::{debug, info, warn};
 
 use super::accept::{accept, Accepted};
 use super::settings::Limits;
+use super::tls::Tls;
 use crate::shutdown::{self, Shutdown};
 
 /// What a connection over the cap gets before it is closed.
@@ -35,14 +39,17 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\
 
 /// Serves `app` on `listener` until `shutdown` fires; then stops accepting, lets open
 /// connections finish their request for up to `limits.shutdown_timeout`, and closes the rest.
+/// With `tls`, each connection's handshake runs in its own task, under the cap and the
+/// handshake timeout.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<Arc<Tls>>,
     mut shutdown: Shutdown,
 ) -> io::Result<()> {
     let addr = listener.local_addr()?;
-    info!(%addr, max_connections = limits.http_max_connections, "http query server listening");
+    info!(%addr, max_connections = limits.http_max_connections, tls = tls.is_some(), "http query server listening");
     let permits = Arc::new(Semaphore::new(limits.http_max_connections));
     let mut builder = http1::Builder::new();
     builder
@@ -65,24 +72,19 @@ pub async fn serve(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let io = TokioIo::new(StallGuard::new(stream, limits.http_request_timeout));
-                let connection =
-                    builder.serve_connection(io, TowerToHyperService::new(app.clone()));
-                let mut finishing = finishing.clone();
+                let connection = Connection {
+                    builder: builder.clone(),
+                    app: app.clone(),
+                    stall_limit: limits.http_request_timeout,
+                    finishing: finishing.clone(),
+                    peer,
+                };
+                let tls = tls.clone();
                 connections.spawn(async move {
                     let _permit = permit;
-                    tokio::pin!(connection);
-                    tokio::select! {
-                        result = connection.as_mut() => {
-                            if let Err(error) = result {
-                                debug!(%peer, %error, "http connection ended with an error");
-                            }
-                        }
-                        _ = finishing.wait() => {
-                            // Answers the request in flight, if any, then closes.
-                            connection.as_mut().graceful_shutdown();
-                            let _ = connection.await;
-                        }
+                    match tls {
+                        None => connection.run(stream).await,
+                        Some(tls) => connection.run_tls(&tls, stream).await,
                     }
                 });
             }
@@ -105,17 +107,62 @@ pub async fn serve(
     Ok(())
 }
 
+/// One accepted connection, served over plain TCP or TLS.
+struct Connection {
+    builder: http1::Builder,
+    app: Router,
+    stall_limit: Duration,
+    finishing: Shutdown,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn run_tls(mut self, tls: &Tls, stream: TcpStream) {
+        let handshake = tokio::select! {
+            done = tls.accept(stream) => done,
+            _ = self.finishing.wait() => return,
+        };
+        match handshake {
+            Ok(stream) => self.run(stream).await,
+            Err(error) => debug!(peer = %self.peer, %error, "tls handshake failed"),
+        }
+    }
+
+    async fn run<S>(mut self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = TokioIo::new(StallGuard::new(stream, self.stall_limit));
+        let connection = self
+            .builder
+            .serve_connection(io, TowerToHyperService::new(self.app));
+        tokio::pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    debug!(peer = %self.peer, %error, "http connection ended with an error");
+                }
+            }
+            _ = self.finishing.wait() => {
+                // Answers the request in flight, if any, then closes.
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+        }
+    }
+}
+
 /// A socket whose writes fail once they made no progress for `limit`. hyper has no write
 /// timeout, and while it writes it reads nothing, so a client that pipelines requests and
 /// never reads the responses would otherwise hold its connection until shutdown.
-struct StallGuard {
-    inner: TcpStream,
+struct StallGuard<S> {
+    inner: S,
     limit: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
 }
 
-impl StallGuard {
-    fn new(inner: TcpStream, limit: Duration) -> Self {
+impl<S> StallGuard<S> {
+    fn new(inner: S, limit: Duration) -> Self {
         StallGuard {
             inner,
             limit,
@@ -148,7 +195,7 @@ impl StallGuard {
     }
 }
 
-impl AsyncRead for StallGuard {
+impl<S: AsyncRead + Unpin> AsyncRead for StallGuard<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -158,7 +205,7 @@ impl AsyncRead for StallGuard {
     }
 }
 
-impl AsyncWrite for StallGuard {
+impl<S: AsyncWrite + Unpin> AsyncWrite for StallGuard<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -20,6 +20,9 @@ pub mod resp_forward;
 pub mod resp_protocol;
 pub mod resp_reply;
 pub mod settings;
+pub mod tls;
+
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -110,6 +113,29 @@ pub trait StateQuery: Send + Sync + 'static {
     /// then read is at least as new as the position says.
     fn position_of(&self, _key: &[u8]) -> Option<Position> {
         None
+    }
+}
+
+/// How often a read waiting for a position looks again. Commits come every commit interval
+/// (100 ms by default), so this adds little delay and needs nothing from the stream thread.
+const WAIT_POLL: Duration = Duration::from_millis(5);
+
+/// Waits, at most `wait`, until the key's partition has applied input offset `after` here
+/// (HTTP `?after=`, RESP `AFTER`): the position reached, or the last one seen.
+pub async fn wait_for_position(
+    query: &dyn StateQuery,
+    key: &[u8],
+    after: i64,
+    wait: Duration,
+) -> Result<Position, Option<Position>> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let position = query.position_of(key);
+        match position {
+            Some(p) if p.offset >= after => return Ok(p),
+            _ if Instant::now() >= deadline => return Err(position),
+            _ => tokio::time::sleep(WAIT_POLL).await,
+        }
     }
 }
 

@@ -13,14 +13,18 @@
 //! `maxclients`, an idle `timeout`, an output limit (past it the server writes before it
 //! reads on, and a client that does not take its replies in time is disconnected), a
 //! command-size limit, and buffers that shrink back when the connection goes quiet.
+//!
+//! With TLS the handshake runs in the connection's task, within the handshake timeout and
+//! under its place in `maxclients`; the loop is the same over either stream ([`Link`]).
 
 use std::io::{self, Write as _};
 use std::ops::Range;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use futures::FutureExt as _;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinError, JoinSet};
@@ -32,6 +36,7 @@ use super::auth::RespAuth;
 use super::resp_commands::Flow;
 use super::resp_forward::RespForwarder;
 use super::resp_protocol::{parse_command, Parsed, Proto};
+use super::tls::Tls;
 use super::StateQuery;
 use crate::shutdown::Shutdown;
 
@@ -59,6 +64,8 @@ pub struct RespLimits {
     pub output_buffer_bytes: usize,
     /// A client that does not take its replies for this long is closed.
     pub output_timeout: Duration,
+    /// Longest `WAITMS` a read with `AFTER` may ask for.
+    pub max_wait: Duration,
 }
 
 impl RespLimits {
@@ -69,6 +76,7 @@ impl RespLimits {
         idle_timeout: Some(Duration::from_secs(300)),
         output_buffer_bytes: 1024 * 1024,
         output_timeout: Duration::from_secs(10),
+        max_wait: Duration::from_secs(5),
     };
 }
 
@@ -85,6 +93,8 @@ pub struct RespServer {
     pub auth: RespAuth,
     /// `None`: keys owned elsewhere are answered with `-MOVED`.
     pub forwarder: Option<Arc<RespForwarder>>,
+    /// `Some`: connections speak TLS.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl RespServer {
@@ -95,6 +105,7 @@ impl RespServer {
             limits,
             auth: RespAuth::default(),
             forwarder: None,
+            tls: None,
         }
     }
 }
@@ -107,7 +118,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let addr = listener.local_addr()?;
     let limits = server.limits;
-    info!(%addr, max_connections = limits.max_connections, "resp query server listening");
+    info!(%addr, max_connections = limits.max_connections, tls = server.tls.is_some(), "resp query server listening");
     let server = Arc::new(server);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
@@ -133,10 +144,20 @@ pub async fn serve(
                     permits: permits.clone(),
                 };
                 let mut stop = shutdown.clone();
+                let tls = server.tls.clone();
                 connections.spawn(async move {
                     let _permit = permit;
+                    let served = async {
+                        // Replies are written once per batch already; Nagle would only add
+                        // latency.
+                        stream.set_nodelay(true)?;
+                        match tls {
+                            None => session.run(stream).await,
+                            Some(tls) => session.run(tls.accept(stream).await?).await,
+                        }
+                    };
                     tokio::select! {
-                        result = session.run(stream) => {
+                        result = served => {
                             if let Err(error) = result {
                                 debug!(%peer, %error, "resp connection ended with an error");
                             }
@@ -184,10 +205,31 @@ enum Ended {
     OutputStalled,
 }
 
+/// A connection's byte stream, plain TCP or TLS, with the read that does not wait which the
+/// loop's fast path needs.
+pub(super) trait Link: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Reads what has already arrived; `WouldBlock` when nothing has.
+    fn read_now(&mut self, buf: &mut Vec<u8>) -> io::Result<usize>;
+}
+
+impl Link for TcpStream {
+    fn read_now(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        self.try_read_buf(buf)
+    }
+}
+
+impl Link for tokio_rustls::server::TlsStream<TcpStream> {
+    fn read_now(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        // Polled once: decrypted bytes rustls already holds, or what the socket has. A read
+        // that would wait leaves its partial record inside rustls, so nothing is lost.
+        self.read_buf(buf)
+            .now_or_never()
+            .unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into()))
+    }
+}
+
 impl Session {
-    async fn run(mut self, mut stream: TcpStream) -> io::Result<()> {
-        // Replies are written once per batch already; Nagle would only add latency.
-        stream.set_nodelay(true)?;
+    async fn run<S: Link>(mut self, mut stream: S) -> io::Result<()> {
         let limits = self.server.limits;
         let mut input: Vec<u8> = Vec::new();
         let mut output: Vec<u8> = Vec::new();
@@ -206,6 +248,9 @@ impl Session {
                             continue;
                         }
                         flow = self.execute(frame, &args, &mut output);
+                        if let Flow::Wait(bound) = flow {
+                            flow = self.wait(bound, frame, &args, &mut output).await;
+                        }
                         if let Flow::Forward(job) = flow {
                             self.forward(job, frame, &args, &mut output).await;
                             flow = Flow::Continue;
@@ -233,7 +278,7 @@ impl Session {
                 input.reserve(READ_CHUNK);
             }
             // Pipelining clients usually have the next batch waiting: read it without a timer.
-            match stream.try_read_buf(&mut input) {
+            match stream.read_now(&mut input) {
                 Ok(0) => return Ok(()),
                 Ok(_) => {
                     quiet.heard();
@@ -242,37 +287,34 @@ impl Session {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-            if !quiet.wait(&stream, &mut input, &mut output).await? {
-                debug!(client = self.id, "resp connection closed: {}", Ended::Idle);
-                return Ok(());
+            match quiet.wait(&mut stream, &mut input, &mut output).await? {
+                Some(0) => return Ok(()),
+                Some(_) => quiet.heard(),
+                None => {
+                    debug!(client = self.id, "resp connection closed: {}", Ended::Idle);
+                    return Ok(());
+                }
             }
         }
     }
 }
 
 /// Writes out what is pending, bounded by the output timeout.
-async fn flush(stream: &mut TcpStream, output: &mut Vec<u8>, timeout: Duration) -> io::Result<()> {
-    // Replies usually fit in the socket buffer: write them without arming a timer.
-    let mut written = 0;
-    while written < output.len() {
-        match stream.try_write(&output[written..]) {
-            Ok(0) => break,
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
-        }
-    }
-    if written < output.len() {
-        let rest = &output[written..];
-        match tokio::time::timeout(timeout, stream.write_all(rest)).await {
-            Ok(done) => done?,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    Ended::OutputStalled,
-                ))
-            }
-        }
+async fn flush<S: Link>(stream: &mut S, output: &mut Vec<u8>, timeout: Duration) -> io::Result<()> {
+    if !output.is_empty() {
+        // TLS holds written bytes until flushed; plain TCP has nothing to flush.
+        let mut write = pin!(async {
+            stream.write_all(output).await?;
+            stream.flush().await
+        });
+        // Replies usually fit in the socket buffer: one poll writes them without a timer.
+        let done = match write.as_mut().now_or_never() {
+            Some(done) => done,
+            None => tokio::time::timeout(timeout, write)
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, Ended::OutputStalled))?,
+        };
+        done?;
     }
     output.clear();
     output.shrink_to(KEEP_BUFFER_BYTES);
@@ -301,37 +343,42 @@ impl Quiet {
         self.last_input = Instant::now();
     }
 
-    /// Waits until the client sent something; `false` when it stayed quiet past the idle
-    /// timeout. A connection quiet for [`IDLE_TRIM`] gives its (empty) buffers back.
-    async fn wait(
+    /// Reads what the client sends next into `input`: the bytes read (0 when it closed), or
+    /// `None` when it stayed quiet past the idle timeout. A connection quiet for
+    /// [`IDLE_TRIM`] gives its (empty) buffers back.
+    async fn wait<S: Link>(
         &mut self,
-        stream: &TcpStream,
+        stream: &mut S,
         input: &mut Vec<u8>,
         output: &mut Vec<u8>,
-    ) -> io::Result<bool> {
+    ) -> io::Result<Option<usize>> {
         loop {
-            tokio::select! {
+            // A read, not a readiness wait: TLS may hold decrypted bytes the socket no longer
+            // signals. Dropping the read when the timer fires loses nothing.
+            let read = tokio::select! {
                 biased;
-                ready = stream.readable() => return ready.map(|()| true),
-                () = self.timer.as_mut() => {
-                    let quiet = self.last_input.elapsed();
-                    if self.idle_timeout.is_some_and(|t| quiet >= t) {
-                        return Ok(false);
-                    }
-                    if quiet >= IDLE_TRIM {
-                        if input.is_empty() {
-                            *input = Vec::new();
-                        }
-                        *output = Vec::new();
-                    }
-                    let far = self.last_input + Duration::from_secs(365 * 86_400);
-                    let mut next = self.idle_timeout.map_or(far, |t| self.last_input + t);
-                    if quiet < IDLE_TRIM {
-                        next = next.min(self.last_input + IDLE_TRIM);
-                    }
-                    self.timer.as_mut().reset(next);
-                }
+                read = stream.read_buf(input) => Some(read),
+                () = self.timer.as_mut() => None,
+            };
+            if let Some(read) = read {
+                return read.map(Some);
             }
+            let quiet = self.last_input.elapsed();
+            if self.idle_timeout.is_some_and(|t| quiet >= t) {
+                return Ok(None);
+            }
+            if quiet >= IDLE_TRIM {
+                if input.is_empty() {
+                    *input = Vec::new();
+                }
+                *output = Vec::new();
+            }
+            let far = self.last_input + Duration::from_secs(365 * 86_400);
+            let mut next = self.idle_timeout.map_or(far, |t| self.last_input + t);
+            if quiet < IDLE_TRIM {
+                next = next.min(self.last_input + IDLE_TRIM);
+            }
+            self.timer.as_mut().reset(next);
         }
     }
 }
@@ -354,6 +401,10 @@ mod tests {
     use crate::shutdown::{self, Trigger};
 
     const WAIT: Duration = Duration::from_secs(5);
+    /// `HGETALL alice` in RESP2.
+    const ALICE_HASH: &str = "*10\r\n$10\r\nhelloCount\r\n$1\r\n3\r\n$15\r\nhelloTotalCount\r\n\
+        $1\r\n7\r\n$4\r\nmood\r\n$5\r\nHAPPY\r\n$8\r\nrevision\r\n$2\r\n12\r\n\
+        $9\r\nupdatedAt\r\n$13\r\n1700000000123\r\n";
 
     struct Server {
         addr: SocketAddr,
@@ -451,9 +502,7 @@ mod tests {
     async fn reads_counters_and_hashes() {
         let server = start(RespLimits::default()).await;
         let mut client = connect(&server).await;
-        let alice = "*10\r\n$10\r\nhelloCount\r\n$1\r\n3\r\n$15\r\nhelloTotalCount\r\n$1\r\n7\r\n\
-            $4\r\nmood\r\n$5\r\nHAPPY\r\n$8\r\nrevision\r\n$2\r\n12\r\n\
-            $9\r\nupdatedAt\r\n$13\r\n1700000000123\r\n";
+        let alice = ALICE_HASH;
         talk(
             &mut client,
             &[
@@ -886,6 +935,70 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(&reply, b"-ERR ");
+    }
+
+    #[tokio::test]
+    async fn reads_after_an_offset_answer_or_say_not_yet() {
+        let server = start(RespLimits {
+            max_wait: Duration::from_millis(300),
+            ..RespLimits::default()
+        })
+        .await;
+        let mut client = connect(&server).await;
+        let bad =
+            "-ERR syntax error: a read's options are AFTER <offset> [WAITMS <milliseconds>]\r\n";
+        let alice = ALICE_HASH;
+        talk(
+            &mut client,
+            &[
+                // alice's partition has applied offset 11.
+                ("GET alice AFTER 11", "$1\r\n3\r\n"),
+                ("GET alice waitms 50 after 3", "$1\r\n3\r\n"),
+                ("HGET alice mood AFTER 11 WAITMS 10", "$5\r\nHAPPY\r\n"),
+                ("HGETALL alice AFTER 0", alice),
+                ("GET nobody AFTER 11", "$-1\r\n"),
+                (
+                    "GET alice AFTER 12 WAITMS 50",
+                    "-NOTYET partition 0 has applied input up to offset 11, not yet 12\r\n",
+                ),
+                // bob's partition reports no position: never a silent answer.
+                (
+                    "GET bob AFTER 0",
+                    "-NOTYET the key's partition has applied nothing here yet, not yet 0\r\n",
+                ),
+                // Owned elsewhere, forwarding off: redirected with the options kept by the
+                // client, as any -MOVED.
+                ("GET remote-1 AFTER 5", "-MOVED 1 10.0.0.2:6380\r\n"),
+                (
+                    "GET broken AFTER 5",
+                    "-ERR store read failed: disk on fire\r\n",
+                ),
+                ("GET alice AFTER", bad),
+                ("GET alice AFTER x", bad),
+                ("GET alice WAITMS 10", bad),
+                ("GET alice LATER 10", bad),
+                ("GET alice x", bad),
+                // Only the one-key reads take options.
+                ("MGET alice AFTER 11", "*3\r\n$1\r\n3\r\n$-1\r\n$-1\r\n"),
+                (
+                    "ECHO a b",
+                    "-ERR wrong number of arguments for 'echo' command\r\n",
+                ),
+            ],
+        )
+        .await;
+        // A wait is bounded by max_wait whatever the client asks.
+        let started = std::time::Instant::now();
+        talk(
+            &mut client,
+            &[(
+                "GET alice AFTER 99 WAITMS 99999999",
+                "-NOTYET partition 0 has applied input up to offset 11, not yet 99\r\n",
+            )],
+        )
+        .await;
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(2));
     }
 
     #[tokio::test]

@@ -2,10 +2,18 @@
 //! the owner, or redirected), the connection commands clients send at start (`HELLO`,
 //! `AUTH`, `CLIENT`, `COMMAND`, `INFO`, ...), and the refusals (writes, unknown commands).
 //! [`super::resp`] runs the connections; this writes one command's reply.
+//!
+//! Read-your-writes: the one-key reads take trailing options as Redis commands do
+//! (`SET key v EX 10`): `GET key AFTER <offset> [WAITMS <ms>]` (likewise `HGET`, `HGETALL`)
+//! answers once the key's partition has applied input offset `offset`, waiting at most
+//! `WAITMS`, or says `-NOTYET`. The options are those of HTTP's `?after=&wait_ms=`, on the
+//! read itself rather than the connection: the offset belongs to one key's partition, and a
+//! forwarded read carries them to the owner, which waits there.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::ops::Range;
+use std::time::Duration;
 
 use tracing::{debug, warn};
 
@@ -16,7 +24,7 @@ use super::resp_protocol::{
     push_printable, write_field, Proto, FIELDS, WRITE_COMMANDS,
 };
 use super::resp_reply::{write_value, Value};
-use super::Lookup;
+use super::{wait_for_position, Lookup, Position};
 use crate::domain::HelloState;
 
 /// What Redis reports as its version; clients gate features on it, so it must parse as one.
@@ -45,6 +53,10 @@ const HELLO_NOAUTH: &[u8] = b"-NOAUTH HELLO must be called with the client alrea
     authenticate the client and select the RESP protocol version at the same time\r\n";
 const BAD_NAME: &[u8] = b"-ERR Client names cannot contain spaces, newlines or special \
     characters, and are at most 256 bytes.\r\n";
+const BAD_BOUND: &[u8] =
+    b"-ERR syntax error: a read's options are AFTER <offset> [WAITMS <milliseconds>]\r\n";
+/// The reads that take `AFTER <offset> [WAITMS <ms>]` after their own arguments.
+const BOUNDED_READS: [&str; 3] = ["get", "hget", "hgetall"];
 /// Sent in place of an owner's `-MOVED`: the client asked us, not a cluster.
 const MOVING: &[u8] = b"TRYAGAIN the key's partition is moving to another instance";
 
@@ -55,12 +67,23 @@ pub(super) enum Flow {
     Close,
     /// The command needs the key's owner; the loop awaits [`Session::forward`].
     Forward(Forward),
+    /// The read asked for a position not reached yet; the loop awaits [`Session::wait`].
+    Wait(ReadBound),
+}
+
+/// `AFTER <offset> [WAITMS <ms>]`: answer once the key's partition has applied `after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ReadBound {
+    after: i64,
+    /// Already capped by the server's `max_wait`.
+    wait: Duration,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Forward {
-    /// A one-key command, sent as it came to the owner at this address.
-    One(String),
+    /// A one-key command, sent as it came to the owner at this address; the owner may take
+    /// this much longer than the forwarding timeout (the read's `WAITMS`).
+    One(String, Duration),
     /// A multi-key command with some keys owned elsewhere.
     Many,
 }
@@ -69,6 +92,8 @@ pub(super) enum Forward {
 enum Local {
     State(Option<HelloState>),
     Forward(String),
+    /// The read's bound is not reached here yet.
+    Wait(ReadBound),
     /// The error reply was written.
     Replied,
 }
@@ -106,8 +131,21 @@ impl Session {
             out.extend_from_slice(NOAUTH);
             return Flow::Continue;
         }
-        let argc = args.len();
         let arity = spec.arity.unsigned_abs() as usize;
+        let mut bound = None;
+        let mut args = args;
+        if args.len() > arity && BOUNDED_READS.contains(&spec.name) {
+            match read_bound(frame, &args[arity..], self.server.limits.max_wait) {
+                Some(read) => bound = Some(read),
+                None => {
+                    out.extend_from_slice(BAD_BOUND);
+                    return Flow::Continue;
+                }
+            }
+            args = &args[..arity];
+        }
+        let wait = bound.map_or(Duration::ZERO, |b| b.wait);
+        let argc = args.len();
         if argc < arity || (spec.arity > 0 && argc > arity) {
             wrong_arity(out, spec.name);
             return Flow::Continue;
@@ -116,10 +154,11 @@ impl Session {
         // Arity was checked above, so the arguments a command needs are there.
         let key = arg(1).unwrap_or_default();
         match spec.name {
-            "get" => match self.local(key, out) {
+            "get" => match self.local(key, bound, out) {
                 Local::State(Some(state)) => bulk_u64(out, state.hello_count),
                 Local::State(None) => nil(out, proto),
-                Local::Forward(owner) => return Flow::Forward(Forward::One(owner)),
+                Local::Forward(owner) => return Flow::Forward(Forward::One(owner, wait)),
+                Local::Wait(bound) => return Flow::Wait(bound),
                 Local::Replied => {}
             },
             "mget" => {
@@ -145,7 +184,7 @@ impl Session {
                     Err(None) => {}
                 }
             }
-            "hgetall" => match self.local(key, out) {
+            "hgetall" => match self.local(key, bound, out) {
                 Local::State(Some(state)) => {
                     map_header(out, FIELDS.len(), proto);
                     for field in FIELDS {
@@ -154,15 +193,17 @@ impl Session {
                     }
                 }
                 Local::State(None) => map_header(out, 0, proto),
-                Local::Forward(owner) => return Flow::Forward(Forward::One(owner)),
+                Local::Forward(owner) => return Flow::Forward(Forward::One(owner, wait)),
+                Local::Wait(bound) => return Flow::Wait(bound),
                 Local::Replied => {}
             },
             "hget" => {
                 let field = FIELDS.iter().find(|f| Some(f.as_bytes()) == arg(2));
-                match (self.local(key, out), field) {
+                match (self.local(key, bound, out), field) {
                     (Local::State(Some(state)), Some(field)) => write_field(out, &state, field),
                     (Local::State(_), _) => nil(out, proto),
-                    (Local::Forward(owner), _) => return Flow::Forward(Forward::One(owner)),
+                    (Local::Forward(owner), _) => return Flow::Forward(Forward::One(owner, wait)),
+                    (Local::Wait(bound), _) => return Flow::Wait(bound),
                     (Local::Replied, _) => {}
                 }
             }
@@ -200,10 +241,29 @@ impl Session {
         Flow::Continue
     }
 
-    /// The key's state when this instance owns it; its owner when that is another instance
-    /// and forwarding is on; otherwise writes the error reply (`-MOVED` among them).
-    fn local(&self, key: &[u8], out: &mut Vec<u8>) -> Local {
-        match self.server.query.lookup(key) {
+    /// The key's state when this instance owns it (and, with a bound, has reached it); its
+    /// owner when that is another instance and forwarding is on (the owner checks the
+    /// bound); otherwise writes the error reply (`-MOVED` among them).
+    fn local(&self, key: &[u8], bound: Option<ReadBound>, out: &mut Vec<u8>) -> Local {
+        // Position first: the state read after it is at least as new.
+        let position = bound.map(|_| self.server.query.position_of(key));
+        let lookup = self.server.query.lookup(key);
+        if let (Some(bound), Some(position)) = (bound, position) {
+            let behind = position.is_none_or(|p| p.offset < bound.after);
+            // Owned here (or about to be): worth waiting for. An invalid key or a failed
+            // store gets its error at once, and an owner elsewhere checks the bound itself.
+            let here = matches!(
+                lookup,
+                Lookup::Found(_)
+                    | Lookup::NotFound
+                    | Lookup::Restoring { .. }
+                    | Lookup::Unavailable { .. }
+            );
+            if behind && here {
+                return Local::Wait(bound);
+            }
+        }
+        match lookup {
             Lookup::Found(state) => Local::State(Some(state)),
             Lookup::NotFound => Local::State(None),
             Lookup::Elsewhere { owner, .. } if self.can_forward() => {
@@ -269,6 +329,29 @@ impl Session {
         Err(None)
     }
 
+    /// Answers a read [`Session::execute`] handed back to wait for its bound: once the
+    /// position is reached, as if asked then; otherwise `-NOTYET` with where it stands.
+    pub(super) async fn wait(
+        &mut self,
+        bound: ReadBound,
+        frame: &[u8],
+        args: &[Range<usize>],
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        let key = &frame[args[1].clone()];
+        let reached = wait_for_position(&*self.server.query, key, bound.after, bound.wait).await;
+        let last = match reached {
+            // The partition may have moved away in between; then say so rather than wait on.
+            Ok(_) => match self.execute(frame, args, out) {
+                Flow::Wait(_) => self.server.query.position_of(key),
+                flow => return flow,
+            },
+            Err(last) => last,
+        };
+        not_yet(out, bound.after, last);
+        Flow::Continue
+    }
+
     /// Answers a command [`Session::execute`] handed back for forwarding.
     pub(super) async fn forward(
         &mut self,
@@ -279,9 +362,9 @@ impl Session {
     ) {
         let name = frame[args[0].clone()].to_ascii_lowercase();
         match job {
-            Forward::One(owner) => {
+            Forward::One(owner, wait) => {
                 let argv: Vec<&[u8]> = args.iter().map(|r| &frame[r.clone()]).collect();
-                match self.call(&owner, &argv).await {
+                match self.call(&owner, &argv, wait).await {
                     Ok(value) => write_value(out, &value, self.proto, name == b"hgetall"),
                     Err(()) => forward_failed(out),
                 }
@@ -333,7 +416,7 @@ impl Session {
             let mut argv: Vec<&[u8]> = Vec::with_capacity(owned.len() + 1);
             argv.push(b"MGET");
             argv.extend_from_slice(owned);
-            match self.call(addr, &argv).await {
+            match self.call(addr, &argv, Duration::ZERO).await {
                 Ok(Value::Array(items)) if items.len() == owned.len() => answers.push(items),
                 Ok(error @ Value::Error(_)) => return write_value(out, &error, self.proto, false),
                 Ok(_) | Err(()) => return forward_failed(out),
@@ -362,11 +445,11 @@ impl Session {
 
     /// One forwarded command; an owner's `-MOVED` (ownership changed under us) becomes
     /// `-TRYAGAIN`, since our client is not a cluster client.
-    async fn call(&self, owner: &str, argv: &[&[u8]]) -> Result<Value, ()> {
+    async fn call(&self, owner: &str, argv: &[&[u8]], wait: Duration) -> Result<Value, ()> {
         let Some(forwarder) = &self.server.forwarder else {
             return Err(());
         };
-        match forwarder.call(owner, argv).await {
+        match forwarder.call(owner, argv, wait).await {
             Ok(Value::Error(text)) if text.starts_with(b"MOVED") => {
                 Ok(Value::Error(MOVING.to_vec()))
             }
@@ -598,6 +681,45 @@ fn set_name(slot: &mut Option<Vec<u8>>, name: &[u8]) -> bool {
     }
     *slot = (!name.is_empty()).then(|| name.to_vec());
     true
+}
+
+/// Parses `AFTER <offset> [WAITMS <ms>]`, in either order; `None` for anything else.
+fn read_bound(frame: &[u8], options: &[Range<usize>], max_wait: Duration) -> Option<ReadBound> {
+    let mut after = None;
+    let mut wait = Duration::ZERO;
+    for pair in options.chunks(2) {
+        let [name, value] = pair else {
+            return None;
+        };
+        let value = std::str::from_utf8(&frame[value.clone()]).ok()?;
+        let name = &frame[name.clone()];
+        if name.eq_ignore_ascii_case(b"AFTER") {
+            after = Some(value.parse::<i64>().ok()?);
+        } else if name.eq_ignore_ascii_case(b"WAITMS") {
+            wait = Duration::from_millis(value.parse::<u64>().ok()?).min(max_wait);
+        } else {
+            return None;
+        }
+    }
+    Some(ReadBound {
+        after: after?,
+        wait,
+    })
+}
+
+/// The read's bound was not reached in time: never a stale answer, but where it stands.
+fn not_yet(out: &mut Vec<u8>, after: i64, position: Option<Position>) {
+    let _ = match position {
+        Some(p) => write!(
+            out,
+            "-NOTYET partition {} has applied input up to offset {}, not yet {after}\r\n",
+            p.partition, p.offset
+        ),
+        None => write!(
+            out,
+            "-NOTYET the key's partition has applied nothing here yet, not yet {after}\r\n"
+        ),
+    };
 }
 
 fn forward_failed(out: &mut Vec<u8>) {

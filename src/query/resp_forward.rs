@@ -3,19 +3,21 @@
 //!
 //! Bounded: one hop (the connection names itself [`FORWARD_CLIENT`], and the owner never
 //! forwards for such a client), a timeout per call, and a small pool of idle connections per
-//! owner. Forwarding logs in like any client when the owners require a password.
+//! owner. Forwarding logs in like any client when the owners require a password, and
+//! speaks TLS when the servers do.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::auth::Secret;
 use super::resp_protocol::bulk;
 use super::resp_reply::{parse_reply, MalformedReply, Value};
 use super::settings::Forwarding;
+use super::tls::Tls;
 
 /// The library name a forwarding connection announces (`CLIENT SETINFO LIB-NAME`).
 pub const FORWARD_CLIENT: &[u8] = b"hello-streams-forward";
@@ -36,8 +38,13 @@ pub enum ForwardError {
     Login { addr: String, reply: String },
 }
 
+/// A connection to an owner: plain TCP or TLS over it.
+trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+
 struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Duplex>,
     buf: Vec<u8>,
 }
 
@@ -46,6 +53,7 @@ pub struct RespForwarder {
     timeout: Duration,
     pool_size: usize,
     login: Option<(String, Secret)>,
+    tls: Option<Arc<Tls>>,
 }
 
 enum Failure {
@@ -67,18 +75,30 @@ impl From<MalformedReply> for Failure {
 }
 
 impl RespForwarder {
-    pub fn new(settings: &Forwarding, login: Option<(String, Secret)>) -> Self {
+    pub fn new(
+        settings: &Forwarding,
+        login: Option<(String, Secret)>,
+        tls: Option<Arc<Tls>>,
+    ) -> Self {
         RespForwarder {
             idle: Mutex::new(HashMap::new()),
             timeout: settings.timeout,
             pool_size: settings.pool_size,
             login,
+            tls,
         }
     }
 
-    /// Sends `args` as one command to `addr` and returns its reply. A pooled connection the
-    /// owner has closed meanwhile fails at once; the call is then tried once on a new one.
-    pub async fn call(&self, addr: &str, args: &[&[u8]]) -> Result<Value, ForwardError> {
+    /// Sends `args` as one command to `addr` and returns its reply, within the forwarding
+    /// timeout plus `wait` (what the owner may wait for a position the read asked for). A
+    /// pooled connection the owner has closed meanwhile fails at once; the call is then
+    /// tried once on a new one.
+    pub async fn call(
+        &self,
+        addr: &str,
+        args: &[&[u8]],
+        wait: Duration,
+    ) -> Result<Value, ForwardError> {
         let exchange = async {
             if let Some(conn) = self.take(addr) {
                 if let Ok(done) = self.exchange(conn, addr, args).await {
@@ -88,7 +108,8 @@ impl RespForwarder {
             let conn = self.connect(addr).await?;
             self.exchange(conn, addr, args).await
         };
-        match tokio::time::timeout(self.timeout, exchange).await {
+        let bound = self.timeout + wait;
+        match tokio::time::timeout(bound, exchange).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(Failure::Io(source))) => Err(ForwardError::Io {
                 addr: addr.to_owned(),
@@ -103,7 +124,7 @@ impl RespForwarder {
             }),
             Err(_) => Err(ForwardError::Timeout {
                 addr: addr.to_owned(),
-                timeout: self.timeout,
+                timeout: bound,
             }),
         }
     }
@@ -130,6 +151,10 @@ impl RespForwarder {
     async fn connect(&self, addr: &str) -> Result<Conn, Failure> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
+        let stream: Box<dyn Duplex> = match &self.tls {
+            Some(tls) => Box::new(tls.connect(addr, stream).await?),
+            None => Box::new(stream),
+        };
         let mut conn = Conn {
             stream,
             buf: Vec::new(),
@@ -159,6 +184,8 @@ async fn request(conn: &mut Conn, args: &[&[u8]]) -> Result<Value, Failure> {
         bulk(&mut out, arg);
     }
     conn.stream.write_all(&out).await?;
+    // TLS holds written bytes until flushed; plain TCP has nothing to flush.
+    conn.stream.flush().await?;
     loop {
         if let Some((value, len)) = parse_reply(&conn.buf)? {
             conn.buf.drain(..len);

@@ -58,6 +58,27 @@ fn a_bad_value_names_the_field_and_the_fix() {
 }
 
 #[test]
+fn a_bad_or_missing_tls_file_names_the_field_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let cert = format!("query.tls.cert_file={}", junk.display());
+    let key = format!("query.tls.key_file={}", junk.display());
+    let (code, stderr) = run(&["check-config", "--set", &cert, "--set", &key], None);
+    assert_one_line_error(code, &stderr, "query.tls.cert_file");
+    assert!(
+        stderr.contains("fix:") && stderr.contains("junk.pem"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&["check-config", "--set", &cert], None);
+    assert_one_line_error(code, &stderr, "query.tls.key_file");
+    let missing = "query.tls.cert_file=/nonexistent/cert.pem";
+    let (code, stderr) = run(&["check-config", "--set", missing, "--set", &key], None);
+    assert_one_line_error(code, &stderr, "query.tls.cert_file");
+    assert!(stderr.contains("/nonexistent/cert.pem"), "{stderr}");
+}
+
+#[test]
 fn an_unwritable_state_dir_fails_fast_naming_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -168,6 +168,8 @@ impl App {
             extra: Vec::new(),
             envs: Vec::new(),
             config_file: None,
+            tls_ca: None,
+            tls_identity: None,
         }
     }
 }
@@ -179,6 +181,8 @@ pub struct DaemonBuilder {
     envs: Vec<(String, String)>,
     /// `Some`: `--config FILE`, which then also names the brokers.
     config_file: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl DaemonBuilder {
@@ -195,6 +199,26 @@ impl DaemonBuilder {
     /// Runs with `--config FILE`, which then also names the brokers (no `--bootstrap-servers`).
     pub fn config_file(mut self, path: PathBuf) -> Self {
         self.config_file = Some(path);
+        self
+    }
+
+    /// TLS on both query ports with this certificate and key; `ca` signed it (readiness is
+    /// then checked over HTTPS, trusting `ca`).
+    pub fn tls(mut self, cert: &Path, key: &Path, ca: &Path) -> Self {
+        for (field, path) in [("cert_file", cert), ("key_file", key), ("ca_file", ca)] {
+            self.extra
+                .push(format!("query.tls.{field}={}", path.display()));
+        }
+        self.tls_ca = Some(ca.to_owned());
+        self
+    }
+
+    /// With [`DaemonBuilder::tls`]: clients must present a certificate `ca` signed
+    /// (readiness is then checked presenting `cert` and `key`).
+    pub fn client_certificates(mut self, ca: &Path, cert: &Path, key: &Path) -> Self {
+        self.extra
+            .push(format!("query.tls.client_ca_file={}", ca.display()));
+        self.tls_identity = Some((cert.to_owned(), key.to_owned()));
         self
     }
 
@@ -251,6 +275,8 @@ impl DaemonBuilder {
             http_port: http,
             resp_port: resp,
             log_path,
+            tls_ca: self.tls_ca,
+            tls_identity: self.tls_identity,
         }
     }
 }
@@ -261,6 +287,10 @@ pub struct Daemon {
     pub http_port: u16,
     pub resp_port: u16,
     pub log_path: PathBuf,
+    /// `Some`: the query ports speak TLS with a certificate this CA signed.
+    pub tls_ca: Option<PathBuf>,
+    /// `Some`: the certificate and key to present to it.
+    pub tls_identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl Daemon {
@@ -279,10 +309,17 @@ impl Daemon {
             {
                 panic!("daemon exited early ({status}); log:\n{}", self.log());
             }
-            if http_get(self.http_port, "/readyz")
-                .map(|(s, _)| s == 200)
-                .unwrap_or(false)
-            {
+            let ready = match &self.tls_ca {
+                None => http_get(self.http_port, "/readyz"),
+                Some(ca) => {
+                    let identity = self
+                        .tls_identity
+                        .as_ref()
+                        .map(|(c, k)| (c.as_path(), k.as_path()));
+                    https_get_as(self.http_port, "/readyz", ca, identity, None)
+                }
+            };
+            if ready.map(|(s, _)| s == 200).unwrap_or(false) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -365,6 +402,92 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     Ok(split_response(&response))
+}
+
+/// A TLS connection to 127.0.0.1:port that trusts only the CA in `ca` (PEM).
+pub fn tls_connect(
+    port: u16,
+    ca: &Path,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    tls_connect_as(port, ca, None)
+}
+
+/// [`tls_connect`], presenting the client certificate and key of `identity` (PEM) if any.
+pub fn tls_connect_as(
+    port: u16,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let invalid = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| invalid(&e))? {
+        roots
+            .add(cert.map_err(|e| invalid(&e))?)
+            .map_err(|e| invalid(&e))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&e))?
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => config.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| invalid(&e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid(&e))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(&e))?;
+            config
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| invalid(&e))?
+        }
+    };
+    let name = ServerName::try_from("127.0.0.1").map_err(|e| invalid(&e))?;
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|e| invalid(&e))?;
+    let socket = TcpStream::connect(("127.0.0.1", port))?;
+    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(rustls::StreamOwned::new(connection, socket))
+}
+
+/// An HTTPS GET against 127.0.0.1:port, trusting the CA in `ca` (PEM); status and body.
+pub fn https_get(
+    port: u16,
+    path: &str,
+    ca: &Path,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    https_get_as(port, path, ca, None, token)
+}
+
+/// [`https_get`], presenting a client certificate (see [`tls_connect_as`]).
+pub fn https_get_as(
+    port: u16,
+    path: &str,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut stream = tls_connect_as(port, ca, identity)?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    // The server closes without a TLS close_notify only when it cuts a connection; a
+    // whole response is all there either way.
+    match stream.read_to_end(&mut response) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Ok(split_response(&String::from_utf8_lossy(&response)))
 }
 
 /// Status and body of a whole HTTP/1.1 response.

@@ -400,3 +400,77 @@ fn stop_in_time_keep(daemon: &mut Daemon) {
         "{status}"
     );
 }
+
+#[test]
+fn tls_clients_that_never_finish_the_handshake_are_cut_off_and_others_served() {
+    let n = env_usize("HOSTILE_CONNECTIONS", 200);
+    let app = App::new("hostile-tls", 2);
+    let certs = crate::tls::TestCerts::generate(&app.state_root.join("certs"));
+    let handshake_timeout = Duration::from_millis(1000);
+    let mut daemon = app
+        .daemon("a")
+        .tls(&certs.cert, &certs.key, &certs.ca)
+        .set(&format!(
+            "query.tls.handshake_timeout_ms={}",
+            handshake_timeout.as_millis()
+        ))
+        .start();
+    daemon.wait_ready(Duration::from_secs(60));
+    let served_tls = |daemon: &Daemon| {
+        let (status, _) =
+            https_get(daemon.http_port, "/v1/state/nobody-at-all", &certs.ca, None).expect("https");
+        assert_eq!(status, 404, "a new HTTPS client is served");
+        let replies =
+            crate::tls::redis_cli_tls(daemon.resp_port, &certs.ca, None, &["PING".into()]);
+        assert_eq!(replies, ["PONG"], "a new RESP client over TLS is served");
+    };
+    let rss_before = daemon.rss_kib();
+    let opened = Instant::now();
+    let mut held = Vec::with_capacity(n * 2);
+    for _ in 0..n {
+        held.push(connect_aside(daemon.http_port));
+        held.push(connect_aside(daemon.resp_port));
+    }
+    // A quarter start a ClientHello (a record header and a few bytes of it) and stop there;
+    // the rest never send a byte.
+    for stream in held.iter_mut().step_by(4) {
+        let _ = stream.write_all(&[0x16, 0x03, 0x01, 0x01, 0x00, 0x01, 0x00]);
+    }
+    served_tls(&daemon);
+    let rss_during = daemon.rss_kib();
+    // Every one of them is closed by the daemon once the handshake timeout passed.
+    let mut last_close = Duration::ZERO;
+    for stream in &mut held {
+        stream
+            .set_read_timeout(Some(handshake_timeout + Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0; 256];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!(
+                    "a connection that never finished its handshake was still open after \
+                     {:?}: {e}",
+                    opened.elapsed()
+                ),
+            }
+        }
+        last_close = last_close.max(opened.elapsed());
+    }
+    eprintln!(
+        "hostile tls: {} connections that never finished the handshake ({} of them half a \
+         ClientHello) all closed within {last_close:?} of opening (handshake timeout \
+         {handshake_timeout:?}); rss {rss_before} -> {rss_during} KiB",
+        held.len(),
+        held.len().div_ceil(4),
+    );
+    assert!(
+        last_close < handshake_timeout + Duration::from_secs(5),
+        "closed only after {last_close:?}"
+    );
+    served_tls(&daemon);
+    let took = stop_in_time(daemon);
+    eprintln!("hostile tls: SIGTERM exited 0 in {took:?}");
+}

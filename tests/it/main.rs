@@ -17,3 +17,4 @@ mod restore;
 mod scaling;
 mod security;
 mod startup;
+mod tls;

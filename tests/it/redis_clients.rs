@@ -15,16 +15,23 @@ const KEYS: usize = 10_000;
 
 /// Two instances of one application, both ready, each owning some partitions.
 fn group(app: &App, extra: &[&str], envs: &[(&str, &str)]) -> (Daemon, Daemon) {
-    let start = |name: &str| {
-        let mut builder = app.daemon(name);
+    group_with(app, |mut builder| {
         for set in extra {
             builder = builder.set(set);
         }
         for (k, v) in envs {
             builder = builder.env(k, v);
         }
-        builder.start()
-    };
+        builder
+    })
+}
+
+/// [`group`] with each instance's builder set up by `configure`.
+pub fn group_with(
+    app: &App,
+    configure: impl Fn(DaemonBuilder) -> DaemonBuilder,
+) -> (Daemon, Daemon) {
+    let start = |name: &str| configure(app.daemon(name)).start();
     let mut a = start("a");
     a.wait_ready(Duration::from_secs(60));
     let mut b = start("b");
@@ -61,7 +68,7 @@ pub fn http_get_auth(port: u16, path: &str, token: Option<&str>) -> (u16, String
 
 /// Produces a workload over `KEYS` keys, waits for all of it, and writes what each key must
 /// read as for the client scripts.
-fn load(app: &App) -> (BTreeMap<String, Expected>, std::path::PathBuf) {
+pub fn load(app: &App) -> (BTreeMap<String, Expected>, std::path::PathBuf) {
     // One hello per key first, so every one of the KEYS keys has state, then a mixed load.
     let mut events: Vec<(String, String)> = (0..KEYS)
         .map(|i| (format!("user-{i}"), "Hello".to_owned()))
@@ -85,9 +92,19 @@ fn load(app: &App) -> (BTreeMap<String, Expected>, std::path::PathBuf) {
     (expected, path)
 }
 
-fn redis_py(port: u16, protocol: u8, expected: &std::path::Path, login: Option<(&str, &str)>) {
+/// redis-py reading every expected key; with `tls_ca`, over TLS (`ssl=True`) trusting it.
+pub fn redis_py(
+    port: u16,
+    protocol: u8,
+    expected: &std::path::Path,
+    login: Option<(&str, &str)>,
+    tls_ca: Option<&std::path::Path>,
+) {
     let script = repo_root().join("tests/it/clients/redis_py_read.py");
     let mut command = Command::new("python3");
+    if let Some(ca) = tls_ca {
+        command.env("REDIS_TLS_CA", ca);
+    }
     command
         .arg(&script)
         .arg(port.to_string())
@@ -102,8 +119,9 @@ fn redis_py(port: u16, protocol: u8, expected: &std::path::Path, login: Option<(
     let report = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprintln!(
-        "redis-py protocol={protocol} login={}: {report}",
-        login.is_some()
+        "redis-py protocol={protocol} login={} tls={}: {report}",
+        login.is_some(),
+        tls_ca.is_some()
     );
     let spoken = if protocol == 0 { 3 } else { protocol };
     assert!(
@@ -150,8 +168,8 @@ fn redis_py_and_http_read_every_key_through_one_instance_of_two() {
         on_a > 0 && on_b > 0,
         "both instances own partitions: {on_a} / {on_b}"
     );
-    redis_py(a.resp_port, 0, &path, None);
-    redis_py(a.resp_port, 2, &path, None);
+    redis_py(a.resp_port, 0, &path, None, None);
+    redis_py(a.resp_port, 2, &path, None, None);
     ioredis(a.resp_port, &path, None);
     // HTTP through the same instance: forwarded, no redirect to follow.
     let mut right = 0;
@@ -183,7 +201,19 @@ fn redis_py_with_auth_reads_every_key_through_one_instance_of_two() {
     let (a, b) = group(&app, &[], &envs);
     let (_, path) = load(&app);
     assert!(owned(&a) > 0 && owned(&b) > 0);
-    redis_py(a.resp_port, 0, &path, Some(("default", "group-password")));
-    redis_py(a.resp_port, 2, &path, Some(("reader", "reader-password")));
+    redis_py(
+        a.resp_port,
+        0,
+        &path,
+        Some(("default", "group-password")),
+        None,
+    );
+    redis_py(
+        a.resp_port,
+        2,
+        &path,
+        Some(("reader", "reader-password")),
+        None,
+    );
     ioredis(b.resp_port, &path, Some("group-password"));
 }

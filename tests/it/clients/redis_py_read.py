@@ -3,8 +3,10 @@
 
 usage: redis_py_read.py PORT PROTOCOL EXPECTED_JSON [USERNAME PASSWORD]
 EXPECTED_JSON maps key -> [helloCount, helloTotalCount, mood]. Exit 0 only if all are right.
+With REDIS_TLS_CA set (a PEM file), connects with TLS and verifies the server against it.
 """
 import json
+import os
 import sys
 
 import redis
@@ -21,6 +23,9 @@ def main():
         kwargs["protocol"] = protocol
     if password:
         kwargs["username"], kwargs["password"] = username, password
+    tls_ca = os.environ.get("REDIS_TLS_CA")
+    if tls_ca:
+        kwargs["ssl"], kwargs["ssl_ca_certs"] = True, tls_ca
     client = redis.Redis(**kwargs)
     conn = client.connection_pool.get_connection()
     spoken = conn.protocol
@@ -53,6 +58,7 @@ def main():
     report = {
         "redis_py": redis.__version__,
         "protocol": spoken,
+        "tls": bool(tls_ca),
         "keys": len(keys),
         "get_right": right,
         "mget_right": mget_right,
