@@ -154,8 +154,19 @@ pub async fn serve_metrics(
         };
         let counters = counters.clone();
         tokio::spawn(async move {
-            let mut request = [0u8; 2048];
-            let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut request)).await;
+            // Answering before the whole request is in would reset the connection under a
+            // client still writing it.
+            let mut request = Vec::with_capacity(512);
+            let mut chunk = [0u8; 512];
+            let read_head = async {
+                while request.len() < 8192 && !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), read_head).await;
             let body = counters.render(target);
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
