@@ -551,13 +551,11 @@ impl Engine {
             self.liveness.doing(self.thread, Activity::Recovering);
             // Re-initialising with the same transactional id completes or aborts whatever the
             // old producer left open; only then is the changelog's end the truth.
-            let old = self.sink.replace_producer(create_producer(
-                &self.config,
-                &self.instance_id,
-                self.thread,
-                self.sink.producer().tracker().partitions(),
-            )?);
-            drop(old);
+            let Some(producer) = self.recreate_producer()? else {
+                self.failed_while_stopping = true;
+                return Ok(());
+            };
+            drop(self.sink.replace_producer(producer));
             Metrics::inc(&self.metrics.producer_recreated);
         }
         if failure == Failure::Unknown || recreate {
@@ -579,6 +577,30 @@ impl Engine {
         let rewound = self.rewind(consumer);
         self.liveness.doing(self.thread, Activity::Polling);
         rewound
+    }
+
+    /// A new producer for this thread's transactional id. A broker outage can outlast
+    /// `init_transactions`' timeout (a fault run saw a 3-broker cluster take 144 s to come
+    /// back); as Kafka Streams retries such timeouts, this retries until the brokers answer,
+    /// and the stall watchdog reports the thread meanwhile. `None`: the daemon is stopping.
+    fn recreate_producer(&self) -> Result<Option<Producer>, ProcessorError> {
+        let partitions = self.sink.producer().tracker().partitions();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match create_producer(&self.config, &self.instance_id, self.thread, partitions) {
+                Ok(producer) => return Ok(Some(producer)),
+                Err(error) if error.is_retriable() => {
+                    if self.shutdown.is_triggered() {
+                        tracing::warn!(%error, "recreating the producer failed while stopping");
+                        return Ok(None);
+                    }
+                    tracing::warn!(%error, attempt, "recreating the producer timed out; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     /// Seeks every active partition back to its committed input offset.

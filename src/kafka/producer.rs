@@ -163,6 +163,20 @@ pub struct Producer {
     timeout: Duration,
 }
 
+impl ProducerError {
+    /// A timeout or another retriable error of `init_transactions`: the brokers are away or
+    /// busy, and the same call may succeed later. Creation and fencing errors are final.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            ProducerError::InitTransactions {
+                source: KafkaError::Transaction(e),
+                ..
+            } if e.is_retriable() && !e.is_fatal()
+        )
+    }
+}
+
 impl Producer {
     /// Creates the producer; with a transactional id, also `init_transactions`, which fences
     /// a previous incarnation with the same id and aborts its open transaction.
