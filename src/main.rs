@@ -150,7 +150,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             })
         }
         Command::Projection { command } => {
-            telemetry::init_logging(&config.log_filter);
+            telemetry::init_logging(&config.log_filter, config.log_format);
             run_projection(&config, command)
         }
         Command::Query { key, url } => {
