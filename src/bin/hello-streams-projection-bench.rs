@@ -77,7 +77,7 @@ fn main() -> Result<(), Error> {
             "log.filter=\"warn\"".into(),
         ],
     })?;
-    hello_streams::telemetry::init_logging("warn");
+    hello_streams::telemetry::init_logging("warn", hello_streams::config::LogFormat::Text);
 
     if let Some(url) = &args.postgres {
         let db = format!("{}_pg", run.replace('-', "_"));
