@@ -401,6 +401,14 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
+    // A server that is stopping may close a connection it accepted without answering: for
+    // the client that is a failed request (retry it), not a response.
+    if response.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed without a response",
+        ));
+    }
     Ok(split_response(&response))
 }
 
