@@ -379,9 +379,7 @@ impl Daemon {
 
     pub fn metric(&self, name: &str) -> f64 {
         let (_, body) = http_get(self.http_port, "/metrics").expect("metrics");
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("metric {name} missing"))
+        metric_sum(&body, name).unwrap_or_else(|| panic!("metric {name} missing"))
     }
 }
 
@@ -389,6 +387,22 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A metric from a Prometheus scrape, summed over its labelled series (a thread-level
+/// counter has one per stream thread); `None` if the scrape has no sample of it.
+pub fn metric_sum(scrape: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = scrape
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            if !(rest.starts_with(' ') || rest.starts_with('{')) {
+                return None;
+            }
+            rest.rsplit(' ').next()?.trim().parse().ok()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// A plain HTTP GET against 127.0.0.1:port; returns status and body.
@@ -907,11 +921,21 @@ pub fn verify_with(
     (distinct.len(), dupes)
 }
 
-/// Asks the daemon's HTTP API for every key and compares with the model.
+/// Asks the daemon's HTTP API for every key and compares with the model. An instance that
+/// is still rejoining after a fault answers 503 (restoring, owner unavailable) for a while:
+/// those reads are retried for up to a minute in all.
 pub fn verify_queries(port: u16, events: &[(String, String)]) {
     let (expected, _) = model(events);
+    let deadline = Instant::now() + Duration::from_secs(60);
     for (key, want) in expected {
-        let (status, body) = http_get(port, &format!("/v1/state/{key}")).expect("query");
+        let path = format!("/v1/state/{key}");
+        let (status, body) = loop {
+            let (status, body) = http_get(port, &path).expect("query");
+            if status != 503 || Instant::now() > deadline {
+                break (status, body);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         assert_eq!(status, 200, "GET /v1/state/{key}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["helloCount"].as_u64(), Some(want.count), "{key}: {body}");
