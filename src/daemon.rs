@@ -176,7 +176,7 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
     );
 
     let (trigger, _) = shutdown::channel();
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(config.stream_threads));
     let owners = Arc::new(OwnerTable::default());
     let owners_reader = ownership::spawn_reader(&config, owners.clone(), trigger.subscribe())?;
     let local = Arc::new(LocalState::new(

@@ -29,7 +29,7 @@ use crate::store::restore::{
 };
 use crate::store::{partition_dir, OpenFailure, Store, StoreError};
 use crate::task::{Task, TaskError};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, ThreadMetrics, Uncommitted};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -240,6 +240,8 @@ struct Engine {
     restored_tx: mpsc::Sender<Restored>,
     local: Arc<LocalState>,
     metrics: Arc<Metrics>,
+    /// What the open transaction did, for the metrics once it commits.
+    uncommitted: Uncommitted,
     announcer: Option<Arc<Announcer>>,
     liveness: Arc<Liveness>,
     last_observed: Instant,
@@ -323,6 +325,7 @@ impl Engine {
             restored_tx,
             local: setup.local,
             metrics: setup.metrics,
+            uncommitted: Uncommitted::default(),
             announcer: setup.announcer,
             liveness: setup.liveness,
             last_observed: Instant::now(),
@@ -381,6 +384,10 @@ impl Engine {
         }
     }
 
+    fn thread_metrics(&self) -> &ThreadMetrics {
+        self.metrics.thread(self.thread)
+    }
+
     fn begin_if_needed(&mut self) -> Result<(), ProcessorError> {
         if !self.in_txn {
             self.sink.producer().begin()?;
@@ -405,8 +412,9 @@ impl Engine {
         let Some(task) = self.tasks.get_mut(&record.partition) else {
             return Ok(());
         };
-        self.metrics.processed();
-        match task.process(record, &self.sink, &self.metrics, now_ms) {
+        self.uncommitted.processed += 1;
+        self.uncommitted.record_timestamp(record.timestamp_ms);
+        match task.process(record, &self.sink, &mut self.uncommitted, now_ms) {
             Ok(_) => Ok(()),
             Err(TaskError::Produce(error)) => {
                 tracing::warn!(error = %error, "produce failed, aborting the transaction");
@@ -439,7 +447,7 @@ impl Engine {
         if failed {
             return self.recover(consumer, Failure::Aborted);
         }
-        Metrics::inc(&self.metrics.punctuations);
+        Metrics::inc(&self.thread_metrics().punctuations);
         Ok(())
     }
 
@@ -505,7 +513,10 @@ impl Engine {
             }
         }
         let took = started.elapsed();
-        self.metrics.commit_took(took);
+        let metrics = self.metrics.clone();
+        metrics
+            .thread(self.thread)
+            .committed(&mut self.uncommitted, took, now_ms());
         self.liveness.doing(self.thread, Activity::Polling);
         self.liveness.progressed(self.thread);
         tracing::debug!(?took, open_for = ?self.txn_started.elapsed(), "transaction committed");
@@ -518,7 +529,8 @@ impl Engine {
         consumer: &GroupConsumer,
         failure: Failure,
     ) -> Result<(), ProcessorError> {
-        Metrics::inc(&self.metrics.aborts);
+        Metrics::inc(&self.thread_metrics().aborts);
+        self.uncommitted.discard();
         self.liveness.doing(self.thread, Activity::Aborting);
         if self.shutdown.is_triggered() {
             // Stopping: recreating the producer and restoring would only delay the exit (the
@@ -556,7 +568,7 @@ impl Engine {
                 return Ok(());
             };
             drop(self.sink.replace_producer(producer));
-            Metrics::inc(&self.metrics.producer_recreated);
+            Metrics::inc(&self.thread_metrics().producer_recreated);
         }
         if failure == Failure::Unknown || recreate {
             // The committed transaction, if it was, is in the changelog past each checkpoint;
@@ -630,7 +642,7 @@ impl Engine {
         partitions: &[i32],
         lost: bool,
     ) -> Result<(), ProcessorError> {
-        Metrics::inc(&self.metrics.rebalances);
+        Metrics::inc(&self.thread_metrics().rebalances);
         tracing::info!(
             thread = self.thread,
             ?partitions,
@@ -672,7 +684,7 @@ impl Engine {
         consumer: &GroupConsumer,
         partitions: &[i32],
     ) -> Result<(), ProcessorError> {
-        Metrics::inc(&self.metrics.rebalances);
+        Metrics::inc(&self.thread_metrics().rebalances);
         tracing::info!(thread = self.thread, ?partitions, "partitions assigned");
         let mut paused = TopicPartitionList::new();
         for partition in partitions {

@@ -12,7 +12,7 @@ use crate::domain::{self, HelloState, Outcome, Provenance};
 use crate::kafka::producer::ProducerError;
 use crate::sink::{InputRecord, Sink};
 use crate::store::{Change, Store, StoreError};
-use crate::telemetry::Metrics;
+use crate::telemetry::Uncommitted;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
@@ -75,7 +75,7 @@ impl Task {
         &mut self,
         record: &InputRecord<'_>,
         sink: &Sink,
-        metrics: &Metrics,
+        work: &mut Uncommitted,
         now_ms: i64,
     ) -> Result<Processed, TaskError> {
         self.pending_offset = Some(record.offset + 1);
@@ -86,7 +86,7 @@ impl Task {
             Ok(decoded) => decoded,
             Err(poison) => {
                 sink.dead_letter(record, &poison)?;
-                Metrics::inc(&metrics.records_dead_lettered);
+                work.dead_lettered += 1;
                 return Ok(Processed::DeadLettered);
             }
         };
@@ -95,7 +95,7 @@ impl Task {
             None => self.store.get_raw(key.as_bytes())?,
         };
         if previous.is_some_and(|p| p.last_offset >= record.offset) {
-            Metrics::inc(&metrics.records_skipped_replayed);
+            work.skipped_replayed += 1;
             return Ok(Processed::Replayed);
         }
         let at = Provenance {
@@ -108,7 +108,7 @@ impl Task {
         crate::fault::after_changelog(|| sink.producer().close());
         sink.count_updated(record, key, &state, outcome, now_ms)?;
         if outcome == Outcome::Counted {
-            Metrics::inc(&metrics.hellos_counted);
+            work.counted += 1;
         }
         self.overlay.insert(key.into(), state);
         Ok(Processed::Applied(outcome))

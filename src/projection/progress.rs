@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::telemetry::prometheus::{Exposition, Kind};
+
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Records consumed from the topic, poison included.
@@ -36,40 +38,40 @@ impl Counters {
     /// Prometheus text exposition, names in the daemon's style.
     pub fn render(&self, target: &str) -> String {
         let batches = get(&self.batches);
-        let rows: [(&str, &str, &str, f64); 7] = [
+        let rows: [(&str, Kind, &str, f64); 7] = [
             (
                 "records_total",
-                "counter",
+                Kind::Counter,
                 "hello-counts records consumed",
                 get(&self.records) as f64,
             ),
             (
                 "rows_written_total",
-                "counter",
+                Kind::Counter,
                 "rows or hashes changed in the target",
                 get(&self.written) as f64,
             ),
             (
                 "rows_unchanged_total",
-                "counter",
+                Kind::Counter,
                 "updates the target already held (replays)",
                 get(&self.unchanged) as f64,
             ),
             (
                 "errors_total",
-                "counter",
+                Kind::Counter,
                 "records skipped: undecodable, or refused by the target's schema",
                 (get(&self.poison) + get(&self.rejected)) as f64,
             ),
             (
                 "batches_total",
-                "counter",
+                Kind::Counter,
                 "transactions committed in the target",
                 batches as f64,
             ),
             (
                 "batch_latency_avg_seconds",
-                "gauge",
+                Kind::Gauge,
                 "mean time to write and commit a batch",
                 if batches == 0 {
                     0.0
@@ -79,19 +81,18 @@ impl Counters {
             ),
             (
                 "lag",
-                "gauge",
+                Kind::Gauge,
                 "records behind the partition ends (commit markers included)",
                 self.lag.load(Ordering::Relaxed) as f64,
             ),
         ];
-        let mut out = String::with_capacity(2048);
+        let mut e = Exposition::new();
         for (name, kind, help, value) in rows {
             let name = format!("hello_streams_projection_{name}");
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{target=\"{target}\"}} {value}\n"
-            ));
+            e.family(&name, kind, help)
+                .sample(&name, &[("target", target)], value);
         }
-        out
+        e.finish()
     }
 }
 

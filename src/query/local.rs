@@ -10,7 +10,8 @@ use crate::domain::validate_key;
 use crate::ownership::OwnerTable;
 use crate::partitioner::partition_for_key;
 use crate::store::restore::RestoreProgress;
-use crate::store::Store;
+use crate::store::{CacheStats, Store};
+use crate::telemetry::prometheus::{Exposition, Kind};
 use crate::telemetry::Metrics;
 
 enum View {
@@ -235,44 +236,85 @@ impl StateQuery for LocalState {
 
     fn metrics(&self) -> String {
         let (mut active, mut restoring) = (0.0, 0.0);
-        for (_, view) in self.views() {
+        let mut lags = Vec::new();
+        let mut caches = Vec::new();
+        for (partition, view) in self.views() {
             match view.as_ref() {
-                Some(View::Active(_)) => active += 1.0,
+                Some(View::Active(store)) => {
+                    active += 1.0;
+                    if let Some(lag) = self.lag(partition) {
+                        lags.push((partition.to_string(), lag as f64));
+                    }
+                    if let Some(stats) = store.cache_stats() {
+                        caches.push((partition.to_string(), stats));
+                    }
+                }
                 Some(View::Restoring(_)) => restoring += 1.0,
                 None => {}
             }
         }
-        let mut lagging = Vec::new();
-        for (partition, view) in self.views() {
-            if matches!(view.as_ref(), Some(View::Active(_))) {
-                if let Some(lag) = self.lag(partition) {
-                    lagging.push((partition, lag));
-                }
+        let mut e = Exposition::new();
+        self.metrics.render(&mut e);
+        e.single(
+            "hello_streams_active_tasks",
+            Kind::Gauge,
+            "partitions processed by this instance",
+            active,
+        )
+        .single(
+            "hello_streams_restoring_tasks",
+            Kind::Gauge,
+            "partitions restoring on this instance",
+            restoring,
+        );
+        if !lags.is_empty() {
+            e.family(
+                "hello_streams_records_lag",
+                Kind::Gauge,
+                "input records beyond the stream thread's position, per active partition (Kafka Streams: records-lag)",
+            );
+            for (partition, lag) in &lags {
+                e.sample(
+                    "hello_streams_records_lag",
+                    &[("partition", partition)],
+                    *lag,
+                );
             }
         }
-        let lags: String = lagging
-            .iter()
-            .map(|(p, lag)| format!("hello_streams_records_lag{{partition=\"{p}\"}} {lag}\n"))
-            .collect();
-        let mut text = self.metrics.render(&[
-            (
-                "hello_streams_active_tasks",
-                "partitions processed by this instance",
-                active,
-            ),
-            (
-                "hello_streams_restoring_tasks",
-                "partitions restoring on this instance",
-                restoring,
-            ),
-        ]);
-        if !lags.is_empty() {
-            text.push_str(
-                "# HELP hello_streams_records_lag input records beyond the stream thread's position, per active partition (Kafka Streams: records-lag)\n# TYPE hello_streams_records_lag gauge\n",
+        if !caches.is_empty() {
+            let family = |e: &mut Exposition,
+                          name: &str,
+                          kind: Kind,
+                          help: &str,
+                          value: fn(&CacheStats) -> f64| {
+                e.family(name, kind, help);
+                for (partition, stats) in &caches {
+                    e.sample(name, &[("partition", partition)], value(stats));
+                }
+            };
+            family(
+                &mut e,
+                "hello_streams_query_cache_hits_total",
+                Kind::Counter,
+                "state reads the query cache answered, per active partition (since the partition came here)",
+                |s| s.hits as f64,
             );
-            text.push_str(&lags);
+            family(
+                &mut e,
+                "hello_streams_query_cache_misses_total",
+                Kind::Counter,
+                "state reads that went to RocksDB, per active partition",
+                |s| s.misses as f64,
+            );
+            family(
+                &mut e,
+                "hello_streams_query_cache_entries",
+                Kind::Gauge,
+                "keys the query cache holds, per active partition",
+                |s| s.entries as f64,
+            );
         }
-        text
+        e.finish()
     }
 
     fn position_of(&self, key: &[u8]) -> Option<AnswerPosition> {

@@ -59,6 +59,17 @@ struct Shard {
     /// Bumped by every write to a key of this shard. A fill that started before a write
     /// would insert what may be the old value, so it only lands if this did not move.
     writes: u64,
+    /// Counted under the shard's lock, which a lookup takes anyway.
+    hits: u64,
+    misses: u64,
+}
+
+/// Lookups since the cache was made, and what it holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: usize,
 }
 
 /// What a lookup found: the cached state, or a ticket to [`StateCache::fill`] with after
@@ -90,6 +101,8 @@ impl StateCache {
                     Mutex::new(Shard {
                         entries: HashMap::with_hasher(map_hasher.clone()),
                         writes: 0,
+                        hits: 0,
+                        misses: 0,
                     })
                 })
                 .collect(),
@@ -116,13 +129,20 @@ impl StateCache {
             });
         };
         let shard = self.shard_of(&key);
-        let guard = self.lock(shard);
+        let mut guard = self.lock(shard);
         match guard.entries.get(&key) {
-            Some(state) => Cached::Hit(*state),
-            None => Cached::Miss(Ticket {
-                slot: Some((shard, key)),
-                writes: guard.writes,
-            }),
+            Some(state) => {
+                let state = *state;
+                guard.hits += 1;
+                Cached::Hit(state)
+            }
+            None => {
+                guard.misses += 1;
+                Cached::Miss(Ticket {
+                    slot: Some((shard, key)),
+                    writes: guard.writes,
+                })
+            }
         }
     }
 
@@ -162,6 +182,17 @@ impl StateCache {
             guard.writes += 1;
             guard.entries.clear();
         }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        (0..SHARDS).fold(CacheStats::default(), |total, s| {
+            let shard = self.lock(s);
+            CacheStats {
+                hits: total.hits + shard.hits,
+                misses: total.misses + shard.misses,
+                entries: total.entries + shard.entries.len(),
+            }
+        })
     }
 
     pub fn len(&self) -> usize {

@@ -19,6 +19,7 @@ use rocksdb::{
 };
 
 use crate::domain::HelloState;
+pub use cache::CacheStats;
 use cache::{Cached, StateCache};
 use codec::{CHECKPOINT_KEY, EPOCH_KEY};
 
@@ -263,6 +264,11 @@ impl Store {
                 key: String::from_utf8_lossy(key).into_owned(),
                 source,
             })
+    }
+
+    /// The read cache's lookups and size; `None` without a cache.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(StateCache::stats)
     }
 
     /// The state as readers see it: counts from before the last punctuation read as zero.

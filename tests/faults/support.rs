@@ -440,10 +440,7 @@ pub fn metric_or_nan(d: &Daemon, name: &str) -> f64 {
 pub fn metric_at(port: u16, name: &str) -> f64 {
     http_get(port, "/metrics")
         .ok()
-        .and_then(|(_, body)| {
-            body.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        })
+        .and_then(|(_, body)| metric_sum(&body, name))
         .unwrap_or(f64::NAN)
 }
 
