@@ -145,6 +145,7 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
         http,
         config.kafka.bootstrap_servers.clone(),
         progress.clone(),
+        tls.clone(),
     );
     tracing::info!(
         bootstrap_servers = %config.kafka.bootstrap_servers,
@@ -208,6 +209,7 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
             HttpForwarder::new(&q.forwarding, token, &instance_id, tls.as_deref())
         }),
         tls: tls.clone(),
+        stats: metrics.http.clone(),
     };
     let http_task = tokio::spawn(query::http::serve(http, api, trigger.subscribe()));
     let resp_server = query::resp::RespServer {
@@ -227,6 +229,7 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
             Arc::new(RespForwarder::new(&q.forwarding, login, tls.clone()))
         }),
         tls,
+        stats: metrics.resp.clone(),
     };
     let resp_task = tokio::spawn(query::resp::serve(resp, resp_server, trigger.subscribe()));
 

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, http_get, BIN};
+use crate::common::{free_port, http_get, https_get, BIN};
 
 struct Starting {
     child: Child,
@@ -201,4 +201,41 @@ fn json_logs_are_one_object_a_line_with_their_fields() {
     assert_eq!(waiting["level"], "WARN", "{waiting}");
     assert_eq!(waiting["bootstrap_servers"], "127.0.0.1:1", "{waiting}");
     assert_eq!(waiting["attempt"], 1, "{waiting}");
+}
+
+#[test]
+fn with_query_tls_the_start_up_answers_over_tls_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = crate::tls::TestCerts::generate(&dir.path().join("certs"));
+    let fields = [
+        ("cert_file", &certs.cert),
+        ("key_file", &certs.key),
+        ("ca_file", &certs.ca),
+    ];
+    let sets: Vec<String> = fields
+        .iter()
+        .map(|(field, path)| format!("query.tls.{field}={}", path.display()))
+        .collect();
+    let mut args = vec!["--set", "kafka.start_timeout_ms=20000"];
+    for set in &sets {
+        args.extend(["--set", set.as_str()]);
+    }
+    let mut daemon = start_unreachable(dir.path(), &args);
+    daemon.wait_for_line("waiting for kafka", Duration::from_secs(4));
+
+    let (status, body) =
+        https_get(daemon.http, "/healthz", &certs.ca, None).expect("healthz answers over TLS");
+    assert_eq!((status, body.trim()), (200, "ok"));
+    let (status, body) =
+        https_get(daemon.http, "/readyz", &certs.ca, None).expect("readyz over TLS");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("waiting for kafka"), "{body}");
+    // A plain-HTTP client gets no answer it could mistake for the API.
+    let plain = http_get(daemon.http, "/healthz");
+    assert!(
+        !matches!(&plain, Ok((200, _))),
+        "plain HTTP on the TLS port: {plain:?}"
+    );
+    let _ = daemon.child.kill();
+    let _ = daemon.child.wait();
 }
