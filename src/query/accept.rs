@@ -10,11 +10,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
+use crate::telemetry::{Metrics, OpenConnection, ServerStats};
+
 /// A connection to serve, holding its place under the cap until dropped.
 pub struct Accepted {
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub permit: OwnedSemaphorePermit,
+    /// Counts the connection closed when dropped.
+    pub open: OpenConnection,
 }
 
 /// The next connection under the cap; `None` when one was refused or the accept failed.
@@ -23,6 +27,7 @@ pub async fn accept(
     permits: &Arc<Semaphore>,
     refusal: &[u8],
     server: &'static str,
+    stats: &Arc<ServerStats>,
 ) -> Option<Accepted> {
     let (stream, peer) = match listener.accept().await {
         Ok(accepted) => accepted,
@@ -36,6 +41,7 @@ pub async fn accept(
         // A fresh socket's send buffer is empty, so this write goes through at once and the
         // accept loop never waits on a client it refuses.
         let _ = stream.try_write(refusal);
+        Metrics::inc(&stats.refused);
         debug!(server, %peer, "connection refused: at the connection cap");
         return None;
     };
@@ -43,5 +49,6 @@ pub async fn accept(
         stream,
         peer,
         permit,
+        open: stats.opened(),
     })
 }

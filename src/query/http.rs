@@ -27,6 +27,7 @@ use super::tls::Tls;
 use super::{wait_for_position, Lookup, Owner, Position, StateQuery, StateView};
 use crate::domain::validate_key;
 use crate::shutdown::Shutdown;
+use crate::telemetry::{Metrics, ServerStats};
 
 const STATE_PREFIX: &str = "/v1/state/";
 /// The Prometheus text exposition format, as scrapers expect it.
@@ -41,6 +42,7 @@ pub struct Api {
     pub forwarder: Option<HttpForwarder>,
     /// `Some`: connections speak TLS (and redirects say `https`).
     pub tls: Option<Arc<Tls>>,
+    pub stats: Arc<ServerStats>,
 }
 
 type Shared = Arc<Api>;
@@ -53,7 +55,16 @@ pub async fn serve(
 ) -> io::Result<()> {
     let limits = api.limits;
     let tls = api.tls.clone();
-    super::http_server::serve(listener, router(Arc::new(api)), limits, tls, shutdown).await
+    let stats = api.stats.clone();
+    super::http_server::serve(
+        listener,
+        router(Arc::new(api)),
+        limits,
+        tls,
+        stats,
+        shutdown,
+    )
+    .await
 }
 
 fn router(api: Shared) -> Router {
@@ -71,6 +82,7 @@ fn router(api: Shared) -> Router {
 /// Runs before every route: refuses bodies (the API has none), checks the bearer token and
 /// bounds the time a request may take.
 async fn gate(State(api): State<Shared>, request: Request, next: Next) -> Response {
+    Metrics::inc(&api.stats.requests);
     let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
         || request
             .headers()
@@ -225,7 +237,10 @@ async fn get_state(State(api): State<Shared>, uri: Uri, headers: HeaderMap) -> R
         Lookup::Elsewhere { partition, owner } => {
             let forwarded = headers.contains_key(FORWARDED_HEADER);
             match &api.forwarder {
-                Some(forwarder) if !forwarded => forward(forwarder, &owner, &uri, bound.wait).await,
+                Some(forwarder) if !forwarded => {
+                    Metrics::inc(&api.stats.forwarded);
+                    forward(forwarder, &owner, &uri, bound.wait).await
+                }
                 _ => redirect(&api, partition, &owner, key, uri.query()),
             }
         }
@@ -538,6 +553,7 @@ mod tests {
             limits,
             auth,
             forwarder: None,
+            stats: Default::default(),
             tls: None,
         };
         let task = tokio::spawn(serve(listener, api, shutdown));

@@ -31,6 +31,7 @@ use super::accept::{accept, Accepted};
 use super::settings::Limits;
 use super::tls::Tls;
 use crate::shutdown::{self, Shutdown};
+use crate::telemetry::ServerStats;
 
 /// What a connection over the cap gets before it is closed.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\
@@ -46,6 +47,7 @@ pub async fn serve(
     app: Router,
     limits: Limits,
     tls: Option<Arc<Tls>>,
+    stats: Arc<ServerStats>,
     mut shutdown: Shutdown,
 ) -> io::Result<()> {
     let addr = listener.local_addr()?;
@@ -67,8 +69,8 @@ pub async fn serve(
                     warn!(%error, "http connection task failed");
                 }
             }
-            accepted = accept(&listener, &permits, BUSY, "http") => {
-                let Some(Accepted { stream, peer, permit }) = accepted else {
+            accepted = accept(&listener, &permits, BUSY, "http", &stats) => {
+                let Some(Accepted { stream, peer, permit, open }) = accepted else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
@@ -81,7 +83,7 @@ pub async fn serve(
                 };
                 let tls = tls.clone();
                 connections.spawn(async move {
-                    let _permit = permit;
+                    let _held = (permit, open);
                     match tls {
                         None => connection.run(stream).await,
                         Some(tls) => connection.run_tls(&tls, stream).await,

@@ -39,6 +39,7 @@ use super::resp_protocol::{parse_command, Parsed, Proto};
 use super::tls::Tls;
 use super::StateQuery;
 use crate::shutdown::Shutdown;
+use crate::telemetry::{Metrics, ServerStats};
 
 const READ_CHUNK: usize = 16 * 1024;
 /// Buffers above this are shrunk back once their contents are gone, so one huge command or
@@ -95,6 +96,7 @@ pub struct RespServer {
     pub forwarder: Option<Arc<RespForwarder>>,
     /// `Some`: connections speak TLS.
     pub tls: Option<Arc<Tls>>,
+    pub stats: Arc<ServerStats>,
 }
 
 impl RespServer {
@@ -106,6 +108,7 @@ impl RespServer {
             auth: RespAuth::default(),
             forwarder: None,
             tls: None,
+            stats: Arc::default(),
         }
     }
 }
@@ -128,8 +131,8 @@ pub async fn serve(
             _ = shutdown.wait() => break,
             // Reap finished connections so the set stays as small as the live ones.
             Some(joined) = connections.join_next(), if !connections.is_empty() => log_join(joined),
-            accepted = accept(&listener, &permits, MAX_CLIENTS, "resp") => {
-                let Some(Accepted { stream, peer, permit }) = accepted else {
+            accepted = accept(&listener, &permits, MAX_CLIENTS, "resp", &server.stats) => {
+                let Some(Accepted { stream, peer, permit, open }) = accepted else {
                     continue;
                 };
                 next_id += 1;
@@ -146,7 +149,7 @@ pub async fn serve(
                 let mut stop = shutdown.clone();
                 let tls = server.tls.clone();
                 connections.spawn(async move {
-                    let _permit = permit;
+                    let _held = (permit, open);
                     let served = async {
                         // Replies are written once per batch already; Nagle would only add
                         // latency.
@@ -238,6 +241,9 @@ impl Session {
         loop {
             let mut start = 0;
             let mut flow = Flow::Continue;
+            // Counted once a batch: a shared counter bumped per pipelined GET would cost
+            // more than the GET.
+            let mut commands = 0;
             while start < input.len() && flow == Flow::Continue {
                 match parse_command(&input[start..], &limits, &mut args) {
                     Ok(Parsed::Incomplete) => break,
@@ -247,6 +253,7 @@ impl Session {
                         if args.is_empty() {
                             continue;
                         }
+                        commands += 1;
                         flow = self.execute(frame, &args, &mut output);
                         if let Flow::Wait(bound) = flow {
                             flow = self.wait(bound, frame, &args, &mut output).await;
@@ -266,6 +273,7 @@ impl Session {
                     flush(&mut stream, &mut output, limits.output_timeout).await?;
                 }
             }
+            Metrics::add(&self.server.stats.requests, commands);
             flush(&mut stream, &mut output, limits.output_timeout).await?;
             if flow == Flow::Close {
                 return Ok(());

@@ -361,6 +361,7 @@ impl Session {
         out: &mut Vec<u8>,
     ) {
         let name = frame[args[0].clone()].to_ascii_lowercase();
+        crate::telemetry::Metrics::inc(&self.server.stats.forwarded);
         match job {
             Forward::One(owner, wait) => {
                 let argv: Vec<&[u8]> = args.iter().map(|r| &frame[r.clone()]).collect();

@@ -10,6 +10,7 @@
 //! processed again, and counting them twice would make a rate that a crash inflates.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::prometheus::{Exposition, Histogram, Kind, COMMIT_BOUNDS, END_TO_END_BOUNDS};
@@ -82,6 +83,39 @@ pub struct Metrics {
     pub restored_records: AtomicU64,
     pub restore_micros_total: AtomicU64,
     pub stores_rebuilt: AtomicU64,
+    /// The query servers.
+    pub http: Arc<ServerStats>,
+    pub resp: Arc<ServerStats>,
+}
+
+/// One query server's connections and requests.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub accepted: AtomicU64,
+    /// Refused at the connection cap.
+    pub refused: AtomicU64,
+    pub closed: AtomicU64,
+    /// HTTP requests, RESP commands.
+    pub requests: AtomicU64,
+    /// Reads passed on to the instance owning the key.
+    pub forwarded: AtomicU64,
+}
+
+/// Counts a connection closed when dropped.
+pub struct OpenConnection(Arc<ServerStats>);
+
+impl ServerStats {
+    /// Counts an accepted connection; it stays open until the guard is dropped.
+    pub fn opened(self: &Arc<Self>) -> OpenConnection {
+        add(&self.accepted, 1);
+        OpenConnection(self.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        add(&self.0.closed, 1);
+    }
 }
 
 /// One stream thread's metrics.
@@ -145,6 +179,8 @@ impl Metrics {
             restored_records: AtomicU64::new(0),
             restore_micros_total: AtomicU64::new(0),
             stores_rebuilt: AtomicU64::new(0),
+            http: Arc::default(),
+            resp: Arc::default(),
         }
     }
 
@@ -268,6 +304,49 @@ impl Metrics {
             "stores wiped and rebuilt (RocksDB reported corruption, or the checkpoint is beyond the changelog's end)",
             get(&self.stores_rebuilt) as f64,
         );
+        self.render_servers(e);
+    }
+
+    fn render_servers(&self, e: &mut Exposition) {
+        let servers = [("http", &self.http), ("resp", &self.resp)];
+        let families: [(&str, Kind, &str, fn(&ServerStats) -> f64); 5] = [
+            (
+                "hello_streams_query_connections_total",
+                Kind::Counter,
+                "query connections accepted",
+                |s| get(&s.accepted) as f64,
+            ),
+            (
+                "hello_streams_query_connections_refused_total",
+                Kind::Counter,
+                "query connections refused at the connection cap",
+                |s| get(&s.refused) as f64,
+            ),
+            (
+                "hello_streams_query_connections_open",
+                Kind::Gauge,
+                "query connections open",
+                |s| get(&s.accepted).saturating_sub(get(&s.closed)) as f64,
+            ),
+            (
+                "hello_streams_query_requests_total",
+                Kind::Counter,
+                "HTTP requests and RESP commands received",
+                |s| get(&s.requests) as f64,
+            ),
+            (
+                "hello_streams_query_forwarded_total",
+                Kind::Counter,
+                "reads forwarded to the instance that owns the key",
+                |s| get(&s.forwarded) as f64,
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            e.family(name, kind, help);
+            for (server, stats) in servers {
+                e.sample(name, &[("server", server)], value(stats));
+            }
+        }
     }
 }
 

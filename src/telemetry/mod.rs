@@ -3,7 +3,7 @@
 mod metrics;
 pub mod prometheus;
 
-pub use metrics::{Metrics, ThreadMetrics, Uncommitted};
+pub use metrics::{Metrics, OpenConnection, ServerStats, ThreadMetrics, Uncommitted};
 
 use std::io::IsTerminal;
 

@@ -128,4 +128,20 @@ fn check_scrape(daemon: &Daemon, events: &[(String, String)]) {
         "{scrape}"
     );
     assert_eq!(get("hello_streams_active_tasks"), 3.0);
+    // Every key was read over HTTP and RESP, each redis-cli call on its own connection.
+    let keys = steps.len() as f64;
+    for server in ["http", "resp"] {
+        let requests = get(&format!(
+            "hello_streams_query_requests_total{{server=\"{server}\"}}"
+        ));
+        assert!(
+            requests >= keys,
+            "{server} requests {requests} < {keys} keys: {scrape}"
+        );
+        let connections = get(&format!(
+            "hello_streams_query_connections_total{{server=\"{server}\"}}"
+        ));
+        assert!(connections >= 1.0, "{server}: {scrape}");
+    }
+    assert_eq!(get("hello_streams_query_connections_refused_total"), 0.0);
 }
