@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import gzip
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,7 +27,8 @@ import report
 import workload as wl
 from kafkautil import Background, CommittedOffsets, CommittedReader, Kafka, read_all
 from progress import elapsed, say
-from systems import HelloStreams, KafkaStreamsReference, Proc, SystemUnderTest, broker_cpu_seconds, machine_cpu
+from systems import (HelloStreams, KafkaStreamsReference, Proc, SystemUnderTest, broker_cpu_seconds, broker_version,
+                     machine_cpu)
 
 REPO = Path(__file__).resolve().parents[2]
 LOCK_PATH = "/tmp/hello-streams-bench.lock"
@@ -63,6 +66,62 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     s = sorted(values)
     return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]  # nearest rank
+
+
+CDF_STEP = 0.005  # the compact CDF keeps the value at every 0.5 % step (plus p99.9 and max)
+
+
+def latency_distribution(e2e: list[float], arrivals: list[float], cpu: list[tuple[float, float, float, float]]) -> dict:
+    """The compact CDF of all samples and their distribution over time (per second of arrival)."""
+    s = sorted(e2e)
+    n = len(s)
+
+    def at(q: float) -> float:
+        return s[min(n - 1, max(0, math.ceil(q * n) - 1))]
+
+    steps = round(1 / CDF_STEP)
+    cdf = {"step": CDF_STEP, "values_ms": [round(at(i / steps), 3) if i else round(s[0], 3) for i in range(steps + 1)],
+           "p99_9_ms": round(at(0.999), 3), "max_ms": round(s[-1], 3), "samples": n}
+    by_second: dict[int, list[float]] = {}
+    for t, v in zip(arrivals, e2e):
+        by_second.setdefault(int(t), []).append(v)
+    timeline = []
+    for sec in sorted(by_second):
+        vals = sorted(by_second[sec])
+        k = len(vals)
+        timeline.append({"second": sec, "samples": k, "p50_ms": round(vals[max(0, math.ceil(0.5 * k) - 1)], 2),
+                         "p99_ms": round(vals[max(0, math.ceil(0.99 * k) - 1)], 2), "max_ms": round(vals[-1], 2)})
+    # CPU per second of the phase: the system, the broker and the whole machine.
+    for row in timeline:
+        inside = [c for c in cpu if row["second"] <= c[0] < row["second"] + 1]
+        if inside:
+            row["system_cores"] = round(statistics.mean(c[1] for c in inside), 3)
+            row["broker_cores"] = round(statistics.mean(c[2] for c in inside), 3)
+            row["machine_busy"] = round(statistics.mean(c[3] for c in inside), 3)
+    return {"cdf": cdf, "timeline": timeline}
+
+
+class CpuSampler(threading.Thread):
+    """Every 0.25 s: (seconds since start, cores used by the system, by the broker, machine busy share)."""
+
+    def __init__(self, pid: int, t0: float):
+        super().__init__(daemon=True)
+        self.pid, self.t0, self.samples = pid, t0, []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from systems import proc_usage
+
+        last = (time.monotonic(), proc_usage(self.pid)[0], broker_cpu_seconds(), machine_cpu())
+        while not self.stop.wait(0.25):
+            try:
+                now = (time.monotonic(), proc_usage(self.pid)[0], broker_cpu_seconds(), machine_cpu())
+            except OSError:
+                return
+            dt = max(1e-6, now[0] - last[0])
+            busy = (now[3][0] - last[3][0]) / max(1, now[3][1] - last[3][1])
+            self.samples.append((last[0] - self.t0, (now[1] - last[1]) / dt, (now[2] - last[2]) / dt, busy))
+            last = now
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,6 +181,7 @@ class Run:
         n, lat, crash = args.events, args.latency_rate * args.latency_seconds, args.crash_events
         self.phases = {"throughput": (0, n), "latency": (n, n + lat), "crash": (n + lat, n + lat + crash)}
         self.valid = {k: w.valid_in(a, b) for k, (a, b) in self.phases.items()}
+        self.samples: dict | None = None
 
     def start(self, label: str) -> Proc:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -187,6 +247,7 @@ class Run:
         P = args.partitions
         say(f"== {sut.name}, round {res['round'] + 1}: topics {self.tag}-*, {P} partitions")
         kafka.create_topics(list(self.topics.values()), P)
+        sut.prepare(self.app_id)
         a, b = self.phases["throughput"]
         secs = kafka.produce(self.topics["input"], w.record, a, b, "preload")
         say(f"  preloaded {b - a:,} events ({self.valid['throughput']:,} valid) in {secs:.1f}s")
@@ -215,6 +276,7 @@ class Run:
             watch.close()
         cpu, hwm, _ = proc.usage()
         broker1, machine1, driver1 = broker_cpu_seconds(), machine_cpu(), _self_cpu()
+        res["runtime"] = sut.runtime_info(proc)
         # The latency phase below counts on from here. Every output of this phase is committed
         # by now (with its input offsets), and the correctness gate reads them all at the end.
         reader.skip_to_end(self.valid["throughput"])
@@ -236,25 +298,37 @@ class Run:
         if b > a:
             say(f"  latency: {b - a:,} events at {args.latency_rate:,} events/s while {sut.name} runs")
             e2e: list[float] = []
+            arrivals: list[float] = []
             processing: list[float] = []
+            t_lat = time.monotonic()
 
             def on_message(m):
                 now_ms = time.time() * 1000.0
                 v = json.loads(m.value())
                 e2e.append(now_ms - v["eventTimestamp"])
+                arrivals.append(time.monotonic() - t_lat)
                 processing.append(v["processedAt"] - v["eventTimestamp"])
 
             feeder = Background(self.kafka.produce, self.topics["input"], self.w.record, a, b, "latency",
                                 args.latency_rate)
+            sampler = CpuSampler(proc.pid, t_lat)
+            sampler.start()
             feeder.start()
-            t_lat = time.monotonic()
-            self.wait_outputs(reader, self.valid["throughput"] + self.valid["latency"], proc, "latency", t_lat,
-                              on_message)
+            try:
+                self.wait_outputs(reader, self.valid["throughput"] + self.valid["latency"], proc, "latency", t_lat,
+                                  on_message)
+            finally:
+                sampler.stop.set()
             feeder.get()
+            sampler.join(5)
+            # Every sample is kept (latency-samples.json.gz); latest.json gets the compact CDF.
+            self.samples = {"e2e_ms": e2e, "arrival_s": arrivals}
             res["latency"] = {
                 "rate": args.latency_rate, "seconds": args.latency_seconds, "samples": len(e2e),
                 "p50_ms": percentile(e2e, 0.50), "p99_ms": percentile(e2e, 0.99), "max_ms": max(e2e),
+                "p99_9_ms": percentile(e2e, 0.999),
                 "processing_p50_ms": percentile(processing, 0.50), "processing_p99_ms": percentile(processing, 0.99),
+                **latency_distribution(e2e, arrivals, sampler.samples),
             }
             lat = res["latency"]
             say(f"  latency: end-to-end p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
@@ -267,7 +341,7 @@ class Run:
 
     def _restore(self) -> None:
         res, sut = self.result, self.sut
-        wait = self.kafka.wait_group_empty(self.app_id, 90)
+        wait = self.kafka.wait_group_empty(self.app_id, 120, lambda g: sut.group_members(self.kafka, g))
         shutil.rmtree(self.state_dir)
         say(f"  restore: state dir wiped (group empty after {wait:.1f}s); restarting {sut.name}")
         proc = self.start("restore")
@@ -301,7 +375,7 @@ class Run:
         at_kill = reader.count - before
         # Outputs of transactions that were committed just before the kill may still arrive.
         reader.poll(0.5)
-        wait = self.kafka.wait_group_empty(self.app_id, 90)
+        wait = self.kafka.wait_group_empty(self.app_id, 120, lambda g: sut.group_members(self.kafka, g))
         say(f"  crash: killed -9 with {at_kill:,}/{self.valid['crash']:,} outputs committed; "
             f"group empty after {wait:.1f}s; restarting on the same state dir")
         proc = self.start("recover")
@@ -352,6 +426,7 @@ class Run:
             return
         self.kafka.delete_topics([*self.topics.values(), *self.sut.internal_topics(self.app_id)])
         self.kafka.delete_groups([self.app_id])
+        self.sut.forget(self.app_id)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -400,7 +475,10 @@ def summarize(runs: list[dict]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
-    ap.add_argument("--systems", default="hs,ks", help="comma-separated, in run order: hs (hello-streams), ks (Kafka Streams)")
+    ap.add_argument("--systems", default="hs,ks,ksp",
+                    help="comma-separated, in run order: hs (hello-streams), ks (Kafka Streams, exactly_once_v2 + "
+                         "transactional state stores, classic group protocol), ksp (the same with "
+                         "group.protocol=streams, KIP-1071)")
     ap.add_argument("--rounds", type=int, default=1, help="runs per system, alternating (default 1)")
     ap.add_argument("--events", type=int, default=1_000_000, help="preloaded events for the throughput phase")
     ap.add_argument("--keys", type=int, default=1_000_000,
@@ -424,6 +502,9 @@ def main() -> int:
     ap.add_argument("--work-dir", default=None, help="state dirs and logs (default: $CACHE/bench-work)")
     ap.add_argument("--results-dir", default=str(REPO / "bench/results"))
     ap.add_argument("--benchmarks-md", default=str(REPO / "BENCHMARKS.md"), help="'' to not write it")
+    ap.add_argument("--readme", default=str(REPO / "README.md"),
+                    help="README whose measured block (between <!-- measured:begin --> and <!-- measured:end -->) "
+                         "is regenerated; only written together with --benchmarks-md; '' to not write it")
     ap.add_argument("--keep", action="store_true", help="keep topics, state dirs and logs")
     ap.add_argument("--report-only", action="store_true",
                     help="measure nothing: render the table, charts and BENCHMARKS.md again from the "
@@ -448,11 +529,13 @@ def main() -> int:
         "hs": HelloStreams(args.bootstrap_servers, args.partitions, Path(args.hs_bin), args.threads,
                            args.hs_log_filter),
         "ks": KafkaStreamsReference(args.bootstrap_servers, args.partitions, Path(args.ks_build_dir),
-                                    args.threads, args.ks_java_opts.split(), args.ks_log_level),
+                                    args.threads, args.ks_java_opts.split(), args.ks_log_level, "classic", REPO),
+        "ksp": KafkaStreamsReference(args.bootstrap_servers, args.partitions, Path(args.ks_build_dir),
+                                     args.threads, args.ks_java_opts.split(), args.ks_log_level, "streams", REPO),
     }
     order = [s.strip() for s in args.systems.split(",") if s.strip()]
     if not order or any(s not in suts for s in order):
-        ap.error("--systems takes hs and/or ks")
+        ap.error("--systems takes hs, ks and/or ksp")
 
     lat_events = args.latency_rate * args.latency_seconds
     total = args.events + lat_events + args.crash_events
@@ -467,7 +550,8 @@ def main() -> int:
     results: dict = {"run_id": run_id, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(),
                      "git": git_info(), "config": {k: v for k, v in vars(args).items()
                                                      if k not in ("results_dir", "benchmarks_md", "work_dir")},
-                     "systems": {s: suts[s].describe() for s in order}, "runs": []}
+                     "broker": broker_version(), "systems": {s: suts[s].describe() for s in order}, "runs": []}
+    samples: dict = {}
     failures: list[str] = []
     try:
         ceilings = []
@@ -484,6 +568,8 @@ def main() -> int:
                     if problems:
                         failures += [f"{suts[short].name} round {round_no + 1}: {p}" for p in problems]
                     results["runs"].append(run.result)
+                    if run.samples:
+                        samples[f"{short}{round_no}"] = run.samples
                 finally:
                     run.cleanup(args.keep)
         if args.ceiling_records > 0:
@@ -511,7 +597,20 @@ def main() -> int:
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results["driver_seconds"] = elapsed()
     results["lock_wait_seconds"] = LOCK_WAITED[0]
+    if samples:
+        write_samples(Path(args.results_dir) / "latency-samples.json.gz", results["run_id"], samples)
     return publish(args, results)
+
+
+def write_samples(path: Path, run_id: str, samples: dict) -> None:
+    """Every end-to-end latency sample of every run's latency phase (ms, 0.01 ms resolution), with its
+    arrival time (s since the phase started); latest.json only has their compact CDF."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"run_id": run_id, "runs": {k: {"e2e_ms": [round(x, 2) for x in v["e2e_ms"]],
+                                          "arrival_s": [round(x, 4) for x in v["arrival_s"]]}
+                                      for k, v in samples.items()}}
+    with gzip.open(path, "wt") as f:
+        json.dump(data, f, separators=(",", ":"))
 
 
 def publish(args, results: dict) -> int:
@@ -522,12 +621,17 @@ def publish(args, results: dict) -> int:
     table = report.markdown_table(results)
     charts = report.charts(results, results_dir)
     (results_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    (results_dir / "latest.md").write_text(table + "\n")
+    (results_dir / "latest.md").write_text(table + "\n\n" + report.settings_md(results) + "\n\n"
+                                           + report.targets_md(results) + "\n")
     if args.benchmarks_md:
         Path(args.benchmarks_md).write_text(report.benchmarks_md(results, table, charts, redis, REPO,
-                                                                   Path(args.benchmarks_md).parent))
+                                                                   Path(args.benchmarks_md).parent, results_dir))
+        if getattr(args, "readme", ""):
+            report.update_readme(Path(args.readme), results)
     print()
     print(table)
+    print()
+    print(report.settings_md(results))
     print()
     for line in report.targets(results):
         print(line)

@@ -64,11 +64,12 @@ class Kafka:
             return 0
         return len(desc.members)
 
-    def wait_group_empty(self, group: str, timeout: float) -> float:
-        """Waits until the group has no members (the broker expired or removed them); seconds waited."""
+    def wait_group_empty(self, group: str, timeout: float, members: Callable[[str], int] | None = None) -> float:
+        """Waits until the group has no members (the broker expired or removed them); seconds waited.
+        `members` counts them (default: as a consumer group)."""
         start = time.monotonic()
         last_say = start
-        while self.group_members(group) > 0:
+        while (members or self.group_members)(group) > 0:
             now = time.monotonic()
             if now - start > timeout:
                 raise RuntimeError(f"consumer group {group} still has members after {timeout:.0f}s")

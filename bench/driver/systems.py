@@ -1,8 +1,11 @@
-"""The two systems under test, as processes the driver starts, watches and stops by pid."""
+"""The systems under test, as processes the driver starts, watches and stops by pid: hello-streams
+and the Kafka Streams reference, once with the classic group protocol and once with the
+streams rebalance protocol (KIP-1071)."""
 
 from __future__ import annotations
 
 import os
+import glob
 import re
 import shutil
 import signal
@@ -12,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +69,58 @@ def broker_cpu_seconds() -> float:
         except (OSError, ValueError, IndexError):
             continue
     return total
+
+
+def _jar_property(jar: str, entry: str, key: str = "version") -> str | None:
+    try:
+        with zipfile.ZipFile(jar) as z:
+            for line in z.read(entry).decode(errors="replace").splitlines():
+                if line.startswith(key + "="):
+                    return line.split("=", 1)[1].strip()
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return None
+    return None
+
+
+def broker_version() -> dict:
+    """The version of the local broker(s): kafka/kafka-version.properties inside the kafka-server
+    (or kafka_2.13) jar on the class path of the running java ... kafka.Kafka process, from /proc.
+    Robust to how the broker was started (class path globs, a tarball, kafka/local-kafka)."""
+    found: dict = {}
+    for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0")]
+        except OSError:
+            continue
+        if "kafka.Kafka" not in argv:
+            continue
+        cp = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-cp", "-classpath", "--class-path")), "")
+        jars = [j for entry in cp.split(":") for j in (sorted(glob.glob(entry)) if "*" in entry else [entry])]
+        for pattern in (r"kafka-server-(\d[^/]*)\.jar$", r"kafka_2\.\d+-(\d[^/]*?)(?:-\w+)?\.jar$",
+                        r"kafka-clients-(\d[^/]*)\.jar$"):
+            jar = next((j for j in jars if re.search(pattern, j)), None)
+            if jar:
+                version = _jar_property(jar, "kafka/kafka-version.properties") or re.search(pattern, jar).group(1)
+                found.setdefault("version", version)
+                found.setdefault("source", f"{os.path.basename(jar)} on the class path of broker pid {pid}")
+                break
+        found.setdefault("pids", []).append(int(pid))
+    return found or {"version": None, "source": "no local java ... kafka.Kafka process found"}
+
+
+def jar_manifest_classpath(jar: Path) -> list[Path]:
+    """The Class-Path entries of a jar's manifest, resolved against the jar's directory."""
+    try:
+        with zipfile.ZipFile(jar) as z:
+            text = z.read("META-INF/MANIFEST.MF").decode(errors="replace")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return []
+    joined = re.sub(r"\r?\n ", "", text)  # manifest continuation lines
+    for line in joined.splitlines():
+        if line.startswith("Class-Path:"):
+            return [jar.parent / e for e in line.split(":", 1)[1].split()]
+    return []
 
 
 def machine_cpu() -> tuple[int, int]:
@@ -126,6 +182,20 @@ class SystemUnderTest:
     name = ""
     short = ""
 
+    def prepare(self, app_id: str) -> None:
+        """Called before the first start of an application id (group-level settings)."""
+
+    def group_members(self, kafka, group: str) -> int:
+        """Members of the application's group, to wait for the broker to expire a killed one."""
+        return kafka.group_members(group)
+
+    def runtime_info(self, proc: "Proc") -> dict:
+        """What the running process reported about itself (versions, effective settings)."""
+        return {}
+
+    def forget(self, app_id: str) -> None:
+        """Removes what prepare() set for an application id."""
+
     def __init__(self, bootstrap: str, partitions: int):
         self.bootstrap = bootstrap
         self.partitions = partitions
@@ -163,7 +233,11 @@ class HelloStreams(SystemUnderTest):
     def describe(self) -> dict:
         version = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True).stdout.strip()
         return {"binary": str(self.binary), "version": version, "processing_guarantee": "exactly_once",
-                "commit_interval_ms": 100, "stream_threads": self.threads}
+                "commit_interval_ms": 100, "stream_threads": self.threads, "state_store": "RocksDB + changelog",
+                "group_protocol": "own partition ownership (compacted <app>-owners topic), classic consumer group "
+                                  "for the input", "session_timeout_ms": 10000,
+                "dlq": "own (dead letter written in the transaction of its input offset)", "cache": "read cache "
+                "(state writes go to the changelog at once)"}
 
     def start(self, app_id: str, topics: dict[str, str], state_dir: Path, log_path: Path) -> Proc:
         http, resp = free_port(), free_port()
@@ -230,12 +304,27 @@ class HelloStreams(SystemUnderTest):
         raise RuntimeError(f"{self.name} not ready within {timeout:.0f}s; log:\n{proc.log_tail()}")
 
 
+# Why the reference keeps its own dead-letter sink instead of Kafka Streams' native DLQ
+# (KIP-1034, errors.dead.letter.queue.topic.name, Kafka Streams 4.2+); recorded in describe().
+NATIVE_DLQ_NOT_USED = (
+    "native DLQ (errors.dead.letter.queue.topic.name) not used: it is fed only by the exception handlers "
+    "(deserialization, processing, production), so every poison record would have to be thrown as an "
+    "exception from the processor, and the handler writes the raw source record with __streams.errors.* "
+    "headers (exception class, message, stack trace, topic, partition, offset) instead of hello-streams' "
+    "error.kind/error.message/source.*/original.size/truncated headers and 16 KiB value truncation. Same "
+    "topic, count and transaction could be kept, the dead letters themselves would not be the same, so "
+    "the reference forwards them to its own DLQ sink in the same exactly-once transaction")
+
+
 class KafkaStreamsReference(SystemUnderTest):
-    name = "Kafka Streams"
-    short = "ks"
+    """The Kafka Streams reference app: exactly_once_v2 + transactional state stores, with the
+    classic group protocol (short "ks") or the streams rebalance protocol (short "ksp",
+    group.protocol=streams, KIP-1071)."""
+
+    SESSION_TIMEOUT_MS = 10_000  # the reference's default consumer session.timeout.ms (classic)
 
     def __init__(self, bootstrap: str, partitions: int, build_dir: Path, threads: int, java_opts: list[str],
-                 log_level: str = "warn"):
+                 log_level: str = "warn", group_protocol: str = "classic", repo: Path | None = None):
         super().__init__(bootstrap, partitions)
         self.log_level = log_level
         self.jar = build_dir / "hello-kstreams-reference.jar"
@@ -244,19 +333,113 @@ class KafkaStreamsReference(SystemUnderTest):
         if os.environ.get("JAVA_HOME") and Path(os.environ["JAVA_HOME"], "bin/java").exists():
             self.java = str(Path(os.environ["JAVA_HOME"], "bin/java"))
         self.java_opts = java_opts
+        self.group_protocol = group_protocol
+        self.repo = repo
+        self.short = "ks" if group_protocol == "classic" else "ksp"
+        self.name = "Kafka Streams" if group_protocol == "classic" else "Kafka Streams (streams protocol)"
+        # Group-level settings the driver sets on a streams group before its first start.
+        self.group_config = {"streams.initial.rebalance.delay.ms": "0"} if group_protocol == "streams" else {}
+
+    def kafka_streams_jar(self) -> Path | None:
+        return next((p for p in jar_manifest_classpath(self.jar) if re.match(r"kafka-streams-\d", p.name)), None)
+
+    def _broker_group_settings(self) -> dict:
+        """The broker's group.streams.* settings that decide a streams group's timeouts."""
+        from confluent_kafka.admin import AdminClient, ConfigResource
+
+        try:
+            admin = AdminClient({"bootstrap.servers": self.bootstrap})
+            brokers = admin.list_topics(timeout=10).brokers
+            res = ConfigResource("BROKER", str(min(brokers)))
+            cfg = admin.describe_configs([res])[res].result(timeout=15)
+        except Exception as e:  # noqa: BLE001 - recorded, not fatal
+            return {"error": str(e)}
+        keys = ("group.coordinator.rebalance.protocols", "group.streams.session.timeout.ms",
+                "group.streams.min.session.timeout.ms", "group.streams.heartbeat.interval.ms",
+                "group.streams.min.heartbeat.interval.ms", "group.streams.initial.rebalance.delay.ms",
+                "group.initial.rebalance.delay.ms")
+        return {k: cfg[k].value for k in keys if k in cfg}
 
     def describe(self) -> dict:
         v = subprocess.run([self.java, "-version"], capture_output=True, text=True).stderr.splitlines()
-        return {"jar": str(self.jar), "java": v[0] if v else "", "java_opts": self.java_opts,
-                "kafka_streams": "4.1.1", "num_stream_threads": self.threads,
-                "processing_guarantee": "exactly_once_v2", "statestore_cache_max_bytes": 0,
-                "commit_interval_ms": 100, "session_timeout_ms": 10000}
+        ks_jar = self.kafka_streams_jar()
+        ks_version = _jar_property(str(ks_jar), "kafka/kafka-streams-version.properties") if ks_jar else None
+        out = {"jar": str(self.jar), "java": v[0] if v else "", "java_opts": self.java_opts,
+               "kafka_streams": ks_version or "unknown",
+               "kafka_streams_jar": ks_jar.name if ks_jar else None,
+               "num_stream_threads": self.threads, "stream_threads": self.threads,
+               "processing_guarantee": "exactly_once_v2", "transactional_state_stores": True,
+               "state_store": "RocksDB + changelog", "statestore_cache_max_bytes": 0, "cache": "record cache off "
+               "(statestore.cache.max.bytes=0)", "commit_interval_ms": 100,
+               "group_protocol": self.group_protocol,
+               "dlq": "own DLQ sink of the processor (same transaction)", "dlq_native_not_used": NATIVE_DLQ_NOT_USED}
+        if self.group_protocol == "classic":
+            out["session_timeout_ms"] = self.SESSION_TIMEOUT_MS
+            out["heartbeat_interval_ms"] = max(500, self.SESSION_TIMEOUT_MS // 4)
+            out["timeouts_from"] = "consumer session.timeout.ms / heartbeat.interval.ms set by the reference"
+        else:
+            broker = self._broker_group_settings()
+            out["broker_group_settings"] = broker
+            out["group_config"] = self.group_config
+            out["session_timeout_ms"] = int(broker.get("group.streams.session.timeout.ms") or 45000)
+            out["heartbeat_interval_ms"] = int(broker.get("group.streams.heartbeat.interval.ms") or 5000)
+            out["timeouts_from"] = ("the broker (group.streams.session.timeout.ms / heartbeat.interval.ms): with "
+                                    "group.protocol=streams the consumer's session.timeout.ms/heartbeat.interval.ms "
+                                    "are accepted but not used, so the reference does not set them; the broker's "
+                                    "group.streams.min.session.timeout.ms keeps a group-level "
+                                    "streams.session.timeout.ms from going lower")
+        return out
+
+    def prepare(self, app_id: str) -> None:
+        if not self.group_config:
+            return
+        from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        res = ConfigResource("GROUP", app_id, incremental_configs=[
+            ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in self.group_config.items()])
+        for _, f in admin.incremental_alter_configs([res]).items():
+            f.result(timeout=30)
+
+    def runtime_info(self, proc: Proc) -> dict:
+        for _, line in list(proc.lines):
+            if line.startswith("KSTREAMS STARTING"):
+                return dict(kv.split("=", 1) for kv in line.split()[2:] if "=" in kv)
+        return {}
+
+    def forget(self, app_id: str) -> None:
+        if not self.group_config:
+            return
+        from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        res = ConfigResource("GROUP", app_id, incremental_configs=[
+            ConfigEntry(k, "", incremental_operation=AlterConfigOpType.DELETE) for k in self.group_config])
+        for _, f in admin.incremental_alter_configs([res]).items():
+            try:
+                f.result(timeout=30)
+            except Exception:  # noqa: BLE001 - cleanup only
+                pass
+
+    def group_members(self, kafka, group: str) -> int:
+        if self.group_protocol == "classic":
+            return kafka.group_members(group)
+        # A streams group is not a consumer group: confluent-kafka cannot describe it, Kafka's
+        # kafka-streams-groups tool (StreamsGroupCommand) can.
+        lib = (self.repo or Path(__file__).resolve().parents[2]) / "kafka/lib.sh"
+        p = subprocess.run(["bash", "-c", 'source "$0"; hs_kafka_tool org.apache.kafka.tools.streams.StreamsGroupCommand '
+                            '--bootstrap-server "$1" --describe --group "$2" --members', str(lib), self.bootstrap,
+                            group], capture_output=True, text=True, timeout=60)
+        rows = [line for line in p.stdout.splitlines() if line.strip() and not line.startswith("GROUP ")]
+        return sum(1 for line in rows if line.split()[0] == group)
 
     def start(self, app_id: str, topics: dict[str, str], state_dir: Path, log_path: Path) -> Proc:
         cmd = [self.java, *self.java_opts, "-jar", str(self.jar), "--bootstrap-servers", self.bootstrap,
                "--application-id", app_id, "--input", topics["input"], "--output", topics["output"],
                "--dlq", topics["dlq"], "--state-dir", str(state_dir), "--threads", str(self.threads),
                "--log-file", str(log_path), "--log-level", self.log_level]
+        if self.group_protocol != "classic":
+            cmd += ["--config", f"group.protocol={self.group_protocol}"]
         started = time.monotonic()
         popen = subprocess.Popen(tied_to_driver(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True, bufsize=1, cwd=state_dir.parent)

@@ -23,11 +23,14 @@ import org.apache.kafka.streams.state.Stores;
 
 /**
  * The Kafka Streams reference of hello-streams: the same fold, topic layout and output JSON,
- * under its own application.id. Exactly-once (exactly_once_v2), RocksDB store with a changelog,
- * record cache off, commit interval 100 ms.
+ * under its own application.id, in Kafka Streams' best exactly-once configuration: exactly_once_v2
+ * with transactional state stores (KIP-892), RocksDB store with a changelog, record cache off,
+ * commit interval 100 ms. {@code --config group.protocol=streams} selects the broker-side
+ * rebalance protocol (KIP-1071); the default is the classic one.
  *
  * <p>Standard output carries only machine-readable lines for the benchmark driver:
- * {@code KSTREAMS STARTING pid=N}, {@code KSTREAMS RESTORE-END topic-p records=N},
+ * {@code KSTREAMS STARTING pid=N application.id=A kafka_streams=V group.protocol=P ...},
+ * {@code KSTREAMS RESTORE-END topic-p records=N},
  * {@code KSTREAMS RUNNING restored=N restore_ms=M} (each transition to RUNNING),
  * {@code KSTREAMS STATE S}, {@code KSTREAMS STOPPED} and {@code KSTREAMS ERROR ...}.
  * Logs go to a file (WARN by default).
@@ -46,7 +49,8 @@ public final class ReferenceApp {
             "  --dlq TOPIC                    KSTREAMS_DLQ_TOPIC          (default hello-events-dlq)",
             "  --state-dir DIR                KSTREAMS_STATE_DIR          (default kstreams-state)",
             "  --threads N                    KSTREAMS_THREADS            (num.stream.threads, default 1)",
-            "  --session-timeout-ms MS        KSTREAMS_SESSION_TIMEOUT_MS (default 10000, as hello-streams)",
+            "  --session-timeout-ms MS        KSTREAMS_SESSION_TIMEOUT_MS (default 10000, as hello-streams;",
+            "                                 classic group protocol only, the broker decides with streams)",
             "  --log-file FILE                KSTREAMS_LOG_FILE           (default hello-kstreams-reference.log)",
             "  --log-level LEVEL              KSTREAMS_LOG_LEVEL          (default warn)",
             "  --config KEY=VALUE             any StreamsConfig/client property, repeatable",
@@ -91,13 +95,22 @@ public final class ReferenceApp {
         // Record cache off: every put reaches the changelog (and the store) at once, as in hello-streams.
         props.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0L);
         props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 100);
-        props.put(StreamsConfig.consumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG), sessionTimeoutMs);
-        props.put(StreamsConfig.consumerPrefix(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG),
-                Math.max(500, sessionTimeoutMs / 4));
+        // Writes are staged until their changelog transaction commits, so a crash under
+        // exactly-once no longer wipes the store and replays the whole changelog.
+        props.put(StreamsConfig.TRANSACTIONAL_STATE_STORES_CONFIG, true);
         for (String kv : extra) {
             int eq = kv.indexOf('=');
             props.put(kv.substring(0, eq), kv.substring(eq + 1));
         }
+        String groupProtocol = props.getProperty(StreamsConfig.GROUP_PROTOCOL_CONFIG, "classic");
+        if (groupProtocol.equalsIgnoreCase("classic")) {
+            props.put(StreamsConfig.consumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG), sessionTimeoutMs);
+            props.put(StreamsConfig.consumerPrefix(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG),
+                    Math.max(500, sessionTimeoutMs / 4));
+        }
+        // With group.protocol=streams (KIP-1071) the consumer accepts session.timeout.ms and
+        // heartbeat.interval.ms but does not use them: the broker's group config
+        // (streams.session.timeout.ms, group.streams.* defaults) applies, so they are not set.
 
         KafkaStreams streams = new KafkaStreams(topology(input, output, dlq), props);
         CountDownLatch stopped = new CountDownLatch(1);
@@ -146,7 +159,10 @@ public final class ReferenceApp {
         }, "shutdown");
         Runtime.getRuntime().addShutdownHook(hook);
 
-        say("STARTING pid=" + ProcessHandle.current().pid() + " application.id=" + appId);
+        say("STARTING pid=" + ProcessHandle.current().pid() + " application.id=" + appId
+                + " kafka_streams=" + kafkaStreamsVersion() + " group.protocol=" + groupProtocol
+                + " processing.guarantee=" + props.get(StreamsConfig.PROCESSING_GUARANTEE_CONFIG)
+                + " transactional.statestores=" + props.get(StreamsConfig.TRANSACTIONAL_STATE_STORES_CONFIG));
         streams.start();
         try {
             stopped.await();
@@ -172,6 +188,18 @@ public final class ReferenceApp {
         topology.addSink(OUTPUT_SINK, output, new ByteArraySerializer(), new ByteArraySerializer(), "fold");
         topology.addSink(DLQ_SINK, dlq, new ByteArraySerializer(), new ByteArraySerializer(), "fold");
         return topology;
+    }
+
+    /** The version of the kafka-streams jar this JVM actually loaded. */
+    static String kafkaStreamsVersion() {
+        try (java.io.InputStream in = KafkaStreams.class.getResourceAsStream("/kafka/kafka-streams-version.properties")) {
+            if (in == null) return "unknown";
+            Properties p = new Properties();
+            p.load(in);
+            return p.getProperty("version", "unknown");
+        } catch (java.io.IOException e) {
+            return "unknown";
+        }
     }
 
     private static void say(String line) {
