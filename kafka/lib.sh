@@ -7,7 +7,7 @@
 #
 # Environment:
 #   HELLO_STREAMS_CACHE          cache root (default: ~/.cache/hello-streams)
-#   HELLO_STREAMS_KAFKA_VERSION  Kafka version to resolve (default: 4.1.1)
+#   HELLO_STREAMS_KAFKA_VERSION  Kafka version to resolve (default: 4.4.0)
 #   JAVA_HOME                    Java 17+ to use (default: java on PATH)
 #   KAFKA_TOOL_OPTS              extra JVM options for the bin/ tools
 #   KAFKA_TOOLS_LOG_LEVEL        log level of the bin/ tools (default: WARN)
@@ -15,7 +15,7 @@
 HS_KAFKA_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 HS_CACHE=${HELLO_STREAMS_CACHE:-${HOME:?HOME is not set}/.cache/hello-streams}
 [[ $HS_CACHE == /* ]] || HS_CACHE=$PWD/$HS_CACHE # the nodes run in their own directories
-HS_KAFKA_VERSION=${HELLO_STREAMS_KAFKA_VERSION:-4.1.1}
+HS_KAFKA_VERSION=${HELLO_STREAMS_KAFKA_VERSION:-4.4.0}
 HS_KAFKA_HOME=$HS_CACHE/kafka-$HS_KAFKA_VERSION
 HS_KAFKA_LIBS=$HS_KAFKA_HOME/libs
 HS_M2=$HS_CACHE/m2

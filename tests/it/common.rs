@@ -73,7 +73,7 @@ mod containers {
         let port = super::free_port();
         let runtime = tokio::runtime::Runtime::new().expect("tokio runtime for testcontainers");
         let container = runtime.block_on(async {
-            GenericImage::new("apache/kafka", "4.1.1")
+            GenericImage::new("apache/kafka", "4.4.0")
                 .with_wait_for(WaitFor::message_on_stdout("Kafka Server started"))
                 .with_mapped_port(port, 9092.tcp())
                 .with_env_var("KAFKA_NODE_ID", "1")
