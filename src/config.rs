@@ -90,6 +90,7 @@ pub struct RawApp {
     pub state_dir: PathBuf,
     pub processing_guarantee: Guarantee,
     pub commit_interval_ms: u64,
+    pub commit_when_idle: bool,
     pub stream_threads: u64,
     pub reset_interval_ms: u64,
     pub max_value_bytes: u64,
@@ -106,6 +107,7 @@ impl Default for RawApp {
             state_dir: PathBuf::from("state"),
             processing_guarantee: Guarantee::ExactlyOnce,
             commit_interval_ms: 100,
+            commit_when_idle: true,
             stream_threads: 1,
             reset_interval_ms: 0,
             max_value_bytes: 65536,
@@ -310,6 +312,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub guarantee: Guarantee,
     pub commit_interval: Duration,
+    /// Commit as soon as the thread has caught up with its input, not only every
+    /// `commit_interval`: under exactly-once nothing is visible before the commit.
+    pub commit_when_idle: bool,
     /// Stream threads of this instance, each its own group member with its own
     /// transactional producer (Kafka Streams' `num.stream.threads`).
     pub stream_threads: usize,
@@ -736,6 +741,7 @@ fn validate(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigEr
         state_dir: app.state_dir,
         guarantee: app.processing_guarantee,
         commit_interval: Duration::from_millis(commit_interval_ms),
+        commit_when_idle: app.commit_when_idle,
         stream_threads: stream_threads as usize,
         reset_interval,
         max_value_bytes: max_value_bytes as usize,

@@ -119,6 +119,8 @@ fn poll_loop(
         // there is little to poll (they are paused): poll briefly so activation is prompt.
         let most = Duration::from_millis(if restoring { 5 } else { 50 });
         let mut timeout = wait.min(most);
+        // Whether the batch ended because nothing more was waiting, not at MAX_BATCH.
+        let mut drained = false;
         for n in 0..MAX_BATCH {
             // Partitions that finished restoring start at once, not after a full batch of
             // the ones already running.
@@ -128,6 +130,7 @@ fn poll_loop(
             // The engine is locked per record, never across `poll`: poll may run the
             // rebalance callbacks, which lock it too.
             let Some(next) = consumer.poll(timeout) else {
+                drained = true;
                 break;
             };
             timeout = Duration::ZERO;
@@ -149,7 +152,7 @@ fn poll_loop(
         }
         let mut engine = lock(engine);
         engine.maybe_punctuate(consumer)?;
-        engine.maybe_commit(consumer)?;
+        engine.maybe_commit(consumer, drained)?;
         engine.observe(consumer);
         if let Some(error) = engine.failed.take() {
             return Err(error);
@@ -451,11 +454,41 @@ impl Engine {
         Ok(())
     }
 
-    fn maybe_commit(&mut self, consumer: &GroupConsumer) -> Result<(), ProcessorError> {
-        if self.in_txn && self.txn_started.elapsed() >= self.config.commit_interval {
+    /// Commits once the interval is up, or earlier when the input is idle (`drained`: the
+    /// last poll found nothing waiting) and the thread is caught up with it.
+    fn maybe_commit(
+        &mut self,
+        consumer: &GroupConsumer,
+        drained: bool,
+    ) -> Result<(), ProcessorError> {
+        if !self.in_txn {
+            return Ok(());
+        }
+        let due = self.txn_started.elapsed() >= self.config.commit_interval;
+        let idle = drained && self.config.commit_when_idle && self.caught_up(consumer);
+        if due || idle {
             self.commit(consumer)?;
         }
         Ok(())
+    }
+
+    /// Every active partition has been processed up to the end its last fetch saw. A thread
+    /// that is behind keeps batching to the interval, as committing costs round trips.
+    fn caught_up(&self, consumer: &GroupConsumer) -> bool {
+        let input = &self.config.topics.input;
+        self.tasks.values().all(|task| {
+            let position = task
+                .pending_offset()
+                .or_else(|| self.local.position(task.partition));
+            match (
+                position,
+                cached_high_watermark(consumer, input, task.partition),
+            ) {
+                (Some(position), Some(end)) => position >= end,
+                // Nothing fetched or committed yet: nothing known to be waiting.
+                (None, _) | (_, None) => true,
+            }
+        })
     }
 
     fn pending_offsets(&self) -> Result<TopicPartitionList, KafkaError> {
@@ -513,8 +546,7 @@ impl Engine {
             }
         }
         let took = started.elapsed();
-        let metrics = self.metrics.clone();
-        metrics
+        self.metrics
             .thread(self.thread)
             .committed(&mut self.uncommitted, took, now_ms());
         self.liveness.doing(self.thread, Activity::Polling);

@@ -201,6 +201,12 @@ impl Producer {
             ("batch.size", "1000000"),
             ("queue.buffering.max.messages", "1000000"),
             ("queue.buffering.max.kbytes", "1048576"),
+            // A transaction's first requests often reach the coordinator while it is still
+            // completing the previous commit, which answers CONCURRENT_TRANSACTIONS; librdkafka
+            // retries AddOffsetsToTxn after retry.backoff.ms, 100 ms by default, so under
+            // commits on idle input one commit in several waited a tenth of a second for
+            // nothing. Retries still back off exponentially to retry.backoff.max.ms.
+            ("retry.backoff.ms", "10"),
         ] {
             if config.get(key).is_none() {
                 config.set(key, default);

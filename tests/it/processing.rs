@@ -76,3 +76,46 @@ fn a_punctuation_reset_survives_a_state_wipe() {
         );
     }
 }
+
+#[test]
+fn an_idle_thread_commits_without_waiting_for_the_interval() {
+    // An interval far beyond the waits below: only the commit on idle input can make the
+    // outputs visible in time, and with it off nothing is visible until the interval or the
+    // final commit of a clean stop.
+    const SLOW: [&str; 2] = [
+        "app.commit_interval_ms=60000",
+        "kafka.transaction_timeout_ms=120000",
+    ];
+    let app = App::new("idle-commit", 2);
+    let mut daemon = app.daemon("a").set(SLOW[0]).set(SLOW[1]).start();
+    daemon.wait_ready(Duration::from_secs(60));
+    let events = workload(300, 12, 5);
+    produce_events(&app.input, &events);
+    verify(&app, &events, Duration::from_secs(30));
+    daemon.terminate(Duration::from_secs(30));
+
+    let app = App::new("interval-commit", 2);
+    let mut daemon = app
+        .daemon("a")
+        .set(SLOW[0])
+        .set(SLOW[1])
+        .set("app.commit_when_idle=false")
+        .start();
+    daemon.wait_ready(Duration::from_secs(60));
+    let events = workload(300, 12, 6);
+    produce_events(&app.input, &events);
+    std::thread::sleep(Duration::from_secs(5));
+    let early = read_topic(&app.output, "read_committed");
+    assert!(
+        early.is_empty(),
+        "{} outputs visible before any commit",
+        early.len()
+    );
+    let status = daemon.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "clean exit: {status}; log:\n{}",
+        daemon.log()
+    );
+    verify(&app, &events, Duration::from_secs(30));
+}
