@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-/// Keys are entity ids: UTF-8, 1 to 255 bytes (DESIGN.md).
+/// Keys are entity ids: UTF-8, 1 to 255 bytes (docs/DESIGN.md).
 pub const MAX_KEY_BYTES: usize = 255;
 
 /// The only message that counts (the seed's greeting).

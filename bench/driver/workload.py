@@ -2,7 +2,7 @@
 
 The event stream is one sequence, generated from a seed, that is cut into phases: the preloaded
 throughput batch, the rate-limited latency batch and the crash batch. Every system under test gets
-exactly the same records in the same order, and the model below (written from DESIGN.md, not from
+exactly the same records in the same order, and the model below (written from docs/DESIGN.md, not from
 either implementation) predicts every key's final state.
 """
 
@@ -107,7 +107,7 @@ class KeyState:
 
 
 def model(w: Workload, end: int | None = None) -> dict[str, KeyState]:
-    """Final state of every key after events [0, end), by the fold in DESIGN.md."""
+    """Final state of every key after events [0, end), by the fold in docs/DESIGN.md."""
     end = len(w) if end is None else end
     states: dict[str, KeyState] = {}
     names = [k.decode() for k in w.key_bytes]

@@ -394,7 +394,7 @@ impl Store {
     }
 }
 
-/// `<state_dir>/<app_id>/<partition>/`, as DESIGN.md lays it out.
+/// `<state_dir>/<app_id>/<partition>/`, as docs/DESIGN.md lays it out.
 pub fn partition_dir(state_dir: &Path, application_id: &str, partition: i32) -> PathBuf {
     state_dir.join(application_id).join(partition.to_string())
 }
