@@ -348,6 +348,7 @@ def read_path_goals(rows, runs, pipelines):
         {
             "goal": "RESP: hello-streams >= 1.0x Redis req/s in every row and round (P1 and P%d)" % pipelines,
             "met": all(ratio >= 1.0 for _, _, ratio in pairs),
+            "worst": {"run": worst[0], "pipeline": worst[1], "ratio": worst[2]},
             "detail": "per round (run/pipeline: ratio): "
             + ", ".join("%d/P%d: %.2fx" % pair for pair in pairs)
             + "; worst %.2fx" % worst[2],
@@ -440,6 +441,7 @@ def read_path(runs_path, meta_path, out_json, out_md):
     lines += ["- **%s**: %s — %s." % (mark(g["met"]), g["goal"], g["detail"]) for g in goals]
     hs_http, wd_http = by["http-hello-streams"], by["http-webdis"]
     hs_p1, hs_pn = by["resp-p1-hello-streams"], by["resp-pN-hello-streams"]
+    resp_goal = goals[1]
     lines += [
         "",
         "![req/s and p99 per row](read-path.png)",
@@ -451,7 +453,7 @@ def read_path(runs_path, meta_path, out_json, out_md):
         "Redis itself (`bench/redis/compare`, %s, %d keys, %d rounds, medians). Over HTTP hello-streams served "
         "%.0f req/s against webdis+Redis' %.0f (%.2f×) with p99 %.3f vs %.3f ms, at %.2f vs %.2f µs of server "
         "CPU per request (webdis and redis-server together). Over RESP it served %.2f× Redis' req/s without "
-        "pipelining and %.2f× with `-P %d` (worst round: see the goals), at %.2f vs %.2f and %.2f vs %.2f µs of "
+        "pipelining and %.2f× with `-P %d` (medians; the worst single round %.2f×, run %d P%d), at %.2f vs %.2f and %.2f vs %.2f µs of "
         "CPU per request. Goals: %s. Full table, per-run numbers and the chart: "
         "`bench/results/read-path.{md,json,png}`."
         % (
@@ -468,6 +470,9 @@ def read_path(runs_path, meta_path, out_json, out_md):
             hs_p1["rps_ratio"],
             hs_pn["rps_ratio"],
             pipelines,
+            resp_goal["worst"]["ratio"],
+            resp_goal["worst"]["run"],
+            resp_goal["worst"]["pipeline"],
             hs_p1["server_cpu_us_per_req_median"],
             by["resp-p1-redis"]["server_cpu_us_per_req_median"],
             hs_pn["server_cpu_us_per_req_median"],
@@ -501,18 +506,22 @@ def chart(read_path_json, out_png):
     ]
     ax_rps.barh(ys, rps, xerr=err, color=colors, capsize=3)
     ax_rps.set_xscale("log")
+    ax_rps.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
     ax_rps.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: "%g" % v))
+    ax_rps.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax_rps.set_xlabel("thousand requests/s (median, min–max; log scale)")
     ax_rps.set_title("throughput")
     ax_p99.barh(ys, [r["p99_ms_median"] for r in rows], color=colors)
     ax_p99.set_xlabel("p99 latency, ms (median of the runs)")
     ax_p99.set_title("p99 latency")
-    for ax, values, fmt in ((ax_rps, rps, "%.1f k"), (ax_p99, [r["p99_ms_median"] for r in rows], "%.2f ms")):
+    p99 = [r["p99_ms_median"] for r in rows]
+    # Each label right of its bar's end (the error bar's, for req/s).
+    for ax, values, ends, fmt in ((ax_rps, rps, [r["rps_max"] / 1000 for r in rows], "%.1f k"), (ax_p99, p99, p99, "%.2f ms")):
         ax.set_yticks(list(ys))
         ax.set_yticklabels(labels, fontsize=8)
         ax.invert_yaxis()
-        for y, v in zip(ys, values):
-            ax.annotate(fmt % v, (v, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+        for y, v, end in zip(ys, values, ends):
+            ax.annotate(fmt % v, (end, y), xytext=(5, 0), textcoords="offset points", va="center", fontsize=8)
         ax.margins(x=0.2)
     meta = doc["meta"]
     fig.suptitle(
