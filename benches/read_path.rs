@@ -45,7 +45,7 @@
 //! p50/p99; the mean comes from a second, untimed pass. The keys are read from one flat array
 //! in read order, so they are in cache as a request's key is. Every row runs `ROUNDS` times,
 //! interleaved with the other rows of its phase, and reports the median of each statistic.
-//! Results: tables on stdout and `bench/results/read-path.json`. The in-process target (p50 <=
+//! Results: tables on stdout and `bench/results/read-path-inprocess.json`. The in-process target (p50 <=
 //! 1 µs) is checked on the `LocalState::lookup` rows of the daemon-sized cache.
 //!
 //! Run: `cargo bench --bench read_path` (about 3 minutes). Environment: `READS` (1000000),
@@ -1221,7 +1221,7 @@ struct RunInfo {
     redis_version: Option<String>,
 }
 
-/// Prints the tables and writes `bench/results/read-path.json`.
+/// Prints the tables and writes `bench/results/read-path-inprocess.json`.
 fn print_and_write(
     root: &Path,
     rows: &[Row],
@@ -1327,7 +1327,7 @@ fn print_and_write(
             .collect::<Vec<_>>()
             .join(",\n    ")
     );
-    let path = results.join("read-path.json");
+    let path = results.join("read-path-inprocess.json");
     std::fs::File::create(&path)
         .and_then(|mut f| f.write_all(json.as_bytes()))
         .expect("write results");
