@@ -496,6 +496,8 @@ def main() -> int:
                          "num.stream.threads); the same for both, default 1 as both systems' default")
     ap.add_argument("--ks-java-opts", default=os.environ.get("KSTREAMS_JAVA_OPTS", ""),
                     help="JVM options for Kafka Streams (default: none, the JVM's defaults)")
+    ap.add_argument("--hs-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a hello-streams setting (its --set), repeatable; recorded in the results")
     ap.add_argument("--hs-log-filter", default="warn", help="hello-streams log.filter (its log is in the work dir)")
     ap.add_argument("--ks-log-level", default="warn", help="Kafka Streams log level (its log is in the work dir)")
     ap.add_argument("--phase-timeout", type=int, default=600, help="seconds any one phase may take")
@@ -527,7 +529,7 @@ def main() -> int:
         return 2
     suts: dict[str, SystemUnderTest] = {
         "hs": HelloStreams(args.bootstrap_servers, args.partitions, Path(args.hs_bin), args.threads,
-                           args.hs_log_filter),
+                           args.hs_log_filter, args.hs_set),
         "ks": KafkaStreamsReference(args.bootstrap_servers, args.partitions, Path(args.ks_build_dir),
                                     args.threads, args.ks_java_opts.split(), args.ks_log_level, "classic", REPO),
         "ksp": KafkaStreamsReference(args.bootstrap_servers, args.partitions, Path(args.ks_build_dir),

@@ -220,8 +220,10 @@ class HelloStreams(SystemUnderTest):
     name = "hello-streams"
     short = "hs"
 
-    def __init__(self, bootstrap: str, partitions: int, binary: Path, threads: int, log_filter: str = "warn"):
+    def __init__(self, bootstrap: str, partitions: int, binary: Path, threads: int, log_filter: str = "warn",
+                 settings: list[str] | None = None):
         super().__init__(bootstrap, partitions)
+        self.settings = settings or []
         self.binary = binary
         self.threads = threads
         self.log_filter = log_filter
@@ -232,8 +234,11 @@ class HelloStreams(SystemUnderTest):
 
     def describe(self) -> dict:
         version = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True).stdout.strip()
+        idle = "app.commit_when_idle=false" not in self.settings
         return {"binary": str(self.binary), "version": version, "processing_guarantee": "exactly_once",
-                "commit_interval_ms": 100, "stream_threads": self.threads, "state_store": "RocksDB + changelog",
+                "commit_interval_ms": 100, "commit_when_idle": idle,
+                "commit": "as soon as caught up with the input, at most every 100 ms" if idle else "every 100 ms",
+                "settings": self.settings, "stream_threads": self.threads, "state_store": "RocksDB + changelog",
                 "group_protocol": "own partition ownership (compacted <app>-owners topic), classic consumer group "
                                   "for the input", "session_timeout_ms": 10000,
                 "dlq": "own (dead letter written in the transaction of its input offset)", "cache": "read cache "
@@ -245,7 +250,8 @@ class HelloStreams(SystemUnderTest):
                "--state-dir", str(state_dir), "--http-addr", f"127.0.0.1:{http}", "--resp-addr", f"127.0.0.1:{resp}",
                "--set", f"topics.input={topics['input']}", "--set", f"topics.output={topics['output']}",
                "--set", f"topics.dlq={topics['dlq']}", "--set", f"topics.partitions={self.partitions}",
-               "--set", f"app.stream_threads={self.threads}", "--set", f"log.filter={self.log_filter}"]
+               "--set", f"app.stream_threads={self.threads}", "--set", f"log.filter={self.log_filter}",
+               *(a for kv in self.settings for a in ("--set", kv))]
         env = {k: v for k, v in os.environ.items() if k != "RUST_LOG" and not k.startswith("HELLO_STREAMS__")}
         log = open(log_path, "ab")
         started = time.monotonic()
