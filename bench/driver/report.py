@@ -751,11 +751,17 @@ the lock `/tmp/hello-streams-bench.lock` held so that no two benchmarks overlap:
    runs on. The outputs are read (and counted) afterwards, and the correctness gate checks them
    all. Throughput = all events (poison included) ÷ that time. CPU seconds (user + system) come
    from `/proc/<pid>/stat`; for Kafka Streams the pid is the JVM itself.
-2. **Latency.** While the system keeps running, {lat_events:,} events are produced at
+2. **Latency.** While the system keeps running, and once the machine has settled after the
+   throughput phase (at most {cfg.get('settle_busy', 0.3):.0%} busy over one second, waiting at most
+   {cfg.get('settle_max_seconds', 30):.0f} s; before this wait the first second's p99 was 5-10× the
+   rest of the phase for every system), {lat_events:,} events are produced at
    {cfg['latency_rate']:,} events/s. Latency = wall clock when the driver's `read_committed` consumer
    receives the output − the event's producer timestamp (`eventTimestamp`), in ms; so it includes the
-   commit interval (100 ms in all) and the transaction commit. Every sample is kept
-   (`bench/results/latency-samples.json.gz`, with its arrival time); `latest.json` has each run's
+   wait for the commit (Kafka Streams commits every 100 ms; hello-streams as soon as it has caught up
+   with its input, at most every 100 ms) and the transaction commit itself. The feeder lingers 5 ms
+   (the Java client's default since Kafka 4.0), which counts in both systems' latency. Every sample is
+   kept (`bench/results/latency-samples.json.gz`, with its arrival time; written by each run, not
+   tracked in git); `latest.json` has each run's
    compact CDF (the value at every 0.5 % step, p99.9 and max) and a per-second timeline (p50, p99,
    max, and the cores the system and the broker used and how busy the machine was in that second),
    drawn in `latency-cdf.png` and `latency-timeline.png`. Peak RSS is `VmHWM` from
@@ -795,7 +801,8 @@ reaches the changelog as in hello-streams, {ks_desc.get('num_stream_threads', 1)
 Files: `bench/results/latest.json` (every number of every round, plus the reported restore rates,
 first-output times, group-expiry waits, RSS of the restarted processes, latency CDFs and
 timelines, each system's settings and the broker version), `bench/results/latest.md` (the tables
-and targets), `bench/results/latency-samples.json.gz` (every latency sample) and the charts above.
+and targets), `bench/results/latency-samples.json.gz` (every latency sample, not tracked) and the
+charts above.
 README.md's measured block (between `<!-- measured:begin -->` and `<!-- measured:end -->`) is
 written from the same results.
 
