@@ -342,10 +342,9 @@ class Run:
         return proc
 
     def _settle(self) -> tuple[float, float]:
-        """Waits until the machine is quiet before the latency phase: right after the 1,000,000-record
-        throughput phase the broker (log cleaner, segment rolls) and the system (store compactions) are
-        still busy, and the first second's p99 was 5-10x the rest of the phase for every system. Returns
-        (seconds waited, machine busy share in the last second)."""
+        """Waits until the machine is quiet before the latency phase, so that work left from the
+        1,000,000-record throughput phase (the broker's log cleaner, store compactions) is not
+        measured as latency. Returns (seconds waited, machine busy share in the last second)."""
         t0 = time.monotonic()
         busy = 1.0
         while time.monotonic() - t0 < self.args.settle_max_seconds:

@@ -203,6 +203,10 @@ class CommittedReader:
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "fetch.wait.max.ms": 10,
+            # It prefetches from offset 0 while the throughput phase runs unread, fills its queue,
+            # and librdkafka then pauses that fetcher for fetch.queue.backoff.ms (1 s by default):
+            # the first second of the latency phase waited it out, for every system alike.
+            "fetch.queue.backoff.ms": 10,
             "enable.partition.eof": True,
         })
         self.c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])

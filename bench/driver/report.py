@@ -753,8 +753,7 @@ the lock `/tmp/hello-streams-bench.lock` held so that no two benchmarks overlap:
    from `/proc/<pid>/stat`; for Kafka Streams the pid is the JVM itself.
 2. **Latency.** While the system keeps running, and once the machine has settled after the
    throughput phase (at most {cfg.get('settle_busy', 0.3):.0%} busy over one second, waiting at most
-   {cfg.get('settle_max_seconds', 30):.0f} s; before this wait the first second's p99 was 5-10× the
-   rest of the phase for every system), {lat_events:,} events are produced at
+   {cfg.get('settle_max_seconds', 30):.0f} s), {lat_events:,} events are produced at
    {cfg['latency_rate']:,} events/s. Latency = wall clock when the driver's `read_committed` consumer
    receives the output − the event's producer timestamp (`eventTimestamp`), in ms; so it includes the
    wait for the commit (Kafka Streams commits every 100 ms; hello-streams as soon as it has caught up
