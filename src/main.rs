@@ -9,17 +9,13 @@ use hello_streams::projection::{self, postgres, redis, verify};
 use hello_streams::{config, daemon, drill, inspect, query, telemetry};
 
 /// jemalloc for everything in the process: Rust, and through its unprefixed `malloc`, RocksDB
-/// and librdkafka too. With glibc's allocator a third of the stream thread's time went to
-/// malloc: librdkafka frees every produced message on its delivery thread, which took the
-/// arena lock the stream thread was allocating from (futex waits and wake-ups on both
-/// sides). bench/driver/run --systems hs, 1M events over 1M keys: 191-197k -> 239-260k
-/// events/s, 5.6 -> 4.0 CPU s.
+/// and librdkafka too; with glibc's, librdkafka's delivery thread and the stream thread fought
+/// over one arena lock (BENCHMARKS.md, "Why the code is the way it is").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's defaults (4 arenas per core, dirty pages kept 10 s) cost ~25 MB of peak RSS
-/// over glibc with two arenas; two arenas and returning freed pages after 1 s give it back at
-/// the same speed (peak RSS 120-127 -> 100 MiB). `MALLOC_CONF` in the environment still wins.
+/// Two arenas and freed pages returned after 1 s: jemalloc's defaults cost peak RSS and bought
+/// no speed (BENCHMARKS.md). `MALLOC_CONF` in the environment still wins.
 #[export_name = "malloc_conf"]
 static MALLOC_CONF: ConfString =
     ConfString(c"narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());

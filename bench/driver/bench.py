@@ -649,8 +649,9 @@ def publish(args, results: dict) -> int:
     (results_dir / "latest.md").write_text(table + "\n\n" + report.settings_md(results) + "\n\n"
                                            + report.targets_md(results) + "\n")
     if args.benchmarks_md:
-        Path(args.benchmarks_md).write_text(report.benchmarks_md(results, table, charts, redis, REPO,
-                                                                   Path(args.benchmarks_md).parent, results_dir))
+        path = Path(args.benchmarks_md)
+        path.write_text(report.with_kept_section(path, report.benchmarks_md(results, table, charts, redis, REPO,
+                                                                              path.parent, results_dir)))
         if getattr(args, "readme", ""):
             report.update_readme(Path(args.readme), results)
     print()

@@ -618,19 +618,40 @@ def readme_measured(results: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(path: Path, results: dict) -> bool:
-    """Replaces README's block between the measured markers; False (untouched) without them."""
+def _marked(path: Path, begin: str, end: str):
+    """The text of `path` and the positions of its `begin` and `end` markers; None when the file
+    cannot be read or lacks either marker in that order."""
     try:
         text = path.read_text()
     except OSError:
+        return None
+    a, b = text.find(begin), text.find(end)
+    return (text, a, b) if 0 <= a <= b else None
+
+
+def update_readme(path: Path, results: dict) -> bool:
+    """Replaces README's block between the measured markers; False (untouched) without them."""
+    marked = _marked(path, MEASURED_BEGIN, MEASURED_END)
+    if marked is None:
         return False
-    a, b = text.find(MEASURED_BEGIN), text.find(MEASURED_END)
-    if a < 0 or b < a:
-        return False
+    text, a, b = marked
     new = text[:a + len(MEASURED_BEGIN)] + "\n" + readme_measured(results) + "\n" + text[b:]
     if new != text:
         path.write_text(new)
     return True
+
+
+KEPT_BEGIN, KEPT_END = "<!-- kept:begin -->", "<!-- kept:end -->"
+
+
+def with_kept_section(path: Path, generated: str) -> str:
+    """`generated` followed by the block between the kept markers of the file at `path` as it is
+    now: BENCHMARKS.md's hand-written "Why the code is the way it is", which no run measures."""
+    marked = _marked(path, KEPT_BEGIN, KEPT_END)
+    if marked is None:
+        return generated
+    text, a, b = marked
+    return generated.rstrip("\n") + "\n\n" + text[a:b + len(KEPT_END)] + "\n"
 
 
 def benchmarks_md(results: dict, table: str, charts: list[Path], redis, repo: Path, md_dir: Path,
@@ -684,7 +705,8 @@ hello-streams side by side with the same application written on {ks_text}
 ([`bench/kstreams-reference/`](bench/kstreams-reference/)) in its best exactly-once configuration
 ({'; '.join(ks_rows) or 'no Kafka Streams row in this run'}), on the same broker
 ({broker_text(results)}), with the same workload, fold, topic layout, exactly-once guarantee and output JSON.
-Everything below is written by `bench/driver/run`; rerun it to refresh this file.
+Everything below is written by `bench/driver/run` (the last section it carries over as it is);
+rerun it to refresh this file.
 
 ## Latest results
 

@@ -70,14 +70,7 @@ pub fn create(
     let mut client = super::group_member_config(config, &config.application_id);
     client
         .set("fetch.wait.max.ms", "10")
-        // Prefetch is per partition, and each queued record costs a few hundred bytes on top
-        // of its payload; a fetch adds up to max.partition.fetch.bytes of records to a queue
-        // that is merely below queued.min.messages. At 20,000 records and 1 MB the queues
-        // were the largest heap user (~30 MB of 82 MB, heaptrack, 1M keys). 2,000 records
-        // and 256 KB fetches (~3,000 records) per partition: peak RSS 104 -> 83 MB at the
-        // same throughput, as long as a drained queue is refilled promptly: librdkafka's
-        // default fetch.queue.backoff.ms pauses that fetcher for 1 s, which is what made
-        // smaller queues cost throughput before.
+        // Small prefetch queues bound memory; a drained one refills at once (see BENCHMARKS.md).
         .set("queued.min.messages", "2000")
         .set("queued.max.messages.kbytes", "2048")
         .set("max.partition.fetch.bytes", "262144")

@@ -1,7 +1,7 @@
 //! The RESP2/RESP3 wire format and the command vocabulary of the read-only server: parsing
 //! requests (arrays of bulk strings and inline commands), encoding replies, and the table of
-//! commands with their arity and `COMMAND` metadata. Pure code, no I/O: [`super::resp`]
-//! runs the connections and executes commands against the state.
+//! commands with their arity and `COMMAND` metadata. Pure code, no I/O, and nothing of the
+//! server: [`super::resp`] uses this, never the other way round.
 //!
 //! The parser never copies: it returns the arguments as byte ranges of the caller's buffer,
 //! which the connection reuses, so a parsed command costs no allocation. It never panics on
@@ -10,7 +10,6 @@
 use std::io::Write as _;
 use std::ops::Range;
 
-use super::resp::RespLimits;
 use super::Lookup;
 use crate::domain::HelloState;
 
@@ -18,6 +17,15 @@ use crate::domain::HelloState;
 const MAX_INLINE_BYTES: usize = 64 * 1024;
 
 // ---- requests ----
+
+/// How large one command may be: the parser's share of the server's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RequestLimits {
+    /// Largest single command (all its arguments) in bytes.
+    pub(super) max_request_bytes: usize,
+    /// Most arguments in one command, the name included.
+    pub(super) max_args: usize,
+}
 
 /// One step of the parser over the start of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +58,7 @@ pub(super) enum ProtocolError {
 /// Inline commands have no quoting: a word is any run of bytes without space or tab.
 pub(super) fn parse_command(
     buf: &[u8],
-    limits: &RespLimits,
+    limits: &RequestLimits,
     args: &mut Vec<Range<usize>>,
 ) -> Result<Parsed, ProtocolError> {
     args.clear();
@@ -78,7 +86,7 @@ pub(super) fn parse_command(
 
 fn parse_array(
     buf: &[u8],
-    limits: &RespLimits,
+    limits: &RequestLimits,
     args: &mut Vec<Range<usize>>,
 ) -> Result<Parsed, ProtocolError> {
     let Some((count, mut pos)) = header_int(buf, 1, ProtocolError::MultibulkLength)? else {
@@ -156,7 +164,7 @@ fn header_int(
 
 fn parse_inline(
     buf: &[u8],
-    limits: &RespLimits,
+    limits: &RequestLimits,
     args: &mut Vec<Range<usize>>,
 ) -> Result<Parsed, ProtocolError> {
     let Some(newline) = buf
@@ -498,10 +506,9 @@ mod tests {
 
     use super::*;
 
-    const LIMITS: RespLimits = RespLimits {
+    const LIMITS: RequestLimits = RequestLimits {
         max_request_bytes: 1024,
         max_args: 8,
-        ..RespLimits::DEFAULT
     };
 
     type Args = Vec<Vec<u8>>;
