@@ -108,6 +108,8 @@ pub enum StateCommand {
     Get { key: String },
     /// Print every key's state, one JSON object per line
     Dump,
+    /// Print every window (key, start, end, hellos, events), one JSON object per line
+    Windows,
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,6 +14,7 @@ use crate::kafka::security::{self, RawSecurity, Security};
 use crate::query::auth::{HttpAuth, RespAuth, Secret, DEFAULT_USER};
 use crate::query::settings::{Forwarding, Limits};
 use crate::query::tls::{Tls, TlsSettings};
+use crate::windows::{Emit, WindowSpec};
 
 /// Prefix of environment overrides: `HELLO_STREAMS__KAFKA__BOOTSTRAP_SERVERS=...`.
 pub const ENV_PREFIX: &str = "HELLO_STREAMS__";
@@ -79,7 +80,30 @@ pub struct RawConfig {
     pub topics: RawTopics,
     pub kafka: RawKafka,
     pub query: RawQuery,
+    pub windows: RawWindows,
     pub log: RawLog,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWindows {
+    pub enabled: bool,
+    pub size_ms: u64,
+    pub grace_ms: u64,
+    pub retention_ms: u64,
+    pub emit: Emit,
+}
+
+impl Default for RawWindows {
+    fn default() -> Self {
+        RawWindows {
+            enabled: true,
+            size_ms: 60_000,
+            grace_ms: 10_000,
+            retention_ms: 86_400_000,
+            emit: Emit::Update,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,6 +148,7 @@ pub struct RawTopics {
     pub input: String,
     pub output: String,
     pub dlq: String,
+    pub windows: String,
     pub partitions: i64,
     pub replication_factor: i64,
     /// 0: derived from the replication factor (a majority of the replicas).
@@ -137,6 +162,7 @@ impl Default for RawTopics {
             input: "hello-events".into(),
             output: "hello-counts".into(),
             dlq: "hello-events-dlq".into(),
+            windows: "hello-windows".into(),
             partitions: 6,
             replication_factor: 1,
             min_insync_replicas: 0,
@@ -328,6 +354,8 @@ pub struct Config {
     /// is reported stalled (log, metric, not ready).
     pub stall_timeout: Duration,
     pub topics: Topics,
+    /// `None`: `[windows] enabled = false`.
+    pub windows: Option<WindowSpec>,
     pub kafka: Kafka,
     pub query: Query,
     pub log_filter: String,
@@ -368,6 +396,10 @@ pub struct Topics {
     pub dlq: String,
     /// `<application_id>-hello-store-changelog`.
     pub changelog: String,
+    /// Window updates (`[windows] emit`).
+    pub windows: String,
+    /// `<application_id>-hello-windows-changelog`.
+    pub windows_changelog: String,
     /// `<application_id>-owners`: where instances announce the partitions they serve.
     pub owners: String,
     pub partitions: i32,
@@ -615,16 +647,19 @@ fn validate(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigEr
         ("topics.input", &t.input),
         ("topics.output", &t.output),
         ("topics.dlq", &t.dlq),
+        ("topics.windows", &t.windows),
     ] {
         check_name(field, name)?;
     }
-    if t.input == t.output || t.input == t.dlq || t.output == t.dlq {
+    let names = [&t.input, &t.output, &t.dlq, &t.windows];
+    if (1..names.len()).any(|i| names[..i].contains(&names[i])) {
         return Err(field_error(
             "topics",
-            "input, output and dlq must be three different topics",
+            "input, output, dlq and windows must be four different topics",
             "give each a distinct name",
         ));
     }
+    let windows = validate_windows(&raw.windows)?;
     let partitions = in_range("topics.partitions", t.partitions, 1, 10_000)? as i32;
     let replication_factor =
         in_range("topics.replication_factor", t.replication_factor, 1, 32)? as i32;
@@ -727,6 +762,8 @@ fn validate(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigEr
     Ok(Config {
         topics: Topics {
             changelog: format!("{}-hello-store-changelog", app.application_id),
+            windows: t.windows,
+            windows_changelog: format!("{}-hello-windows-changelog", app.application_id),
             owners: format!("{}-owners", app.application_id),
             input: t.input,
             output: t.output,
@@ -736,6 +773,7 @@ fn validate(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigEr
             min_insync_replicas,
             create: t.create,
         },
+        windows,
         application_id: app.application_id,
         instance_id,
         state_dir: app.state_dir,
@@ -778,6 +816,37 @@ fn validate(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigEr
         log_format: raw.log.format,
         file: ConfigFile::None,
     })
+}
+
+fn validate_windows(w: &RawWindows) -> Result<Option<WindowSpec>, ConfigError> {
+    if !w.enabled {
+        return Ok(None);
+    }
+    let size_ms = in_range("windows.size_ms", w.size_ms, 1_000, 31 * 86_400_000)? as i64;
+    let grace_ms = in_range("windows.grace_ms", w.grace_ms, 0, 31 * 86_400_000)? as i64;
+    let retention_ms = in_range(
+        "windows.retention_ms",
+        w.retention_ms,
+        1_000,
+        3_650 * 86_400_000,
+    )? as i64;
+    // As Kafka Streams requires: a window must still be kept while it accepts late records.
+    if retention_ms < size_ms + grace_ms {
+        return Err(field_error(
+            "windows.retention_ms",
+            format!(
+                "{retention_ms} is below windows.size_ms + windows.grace_ms ({})",
+                size_ms + grace_ms
+            ),
+            "keep windows at least as long as they accept records",
+        ));
+    }
+    Ok(Some(WindowSpec {
+        size_ms,
+        grace_ms,
+        retention_ms,
+        emit: w.emit,
+    }))
 }
 
 /// librdkafka options the raw passthrough may not set, with the reason: each is part of how

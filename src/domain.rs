@@ -51,6 +51,9 @@ pub enum PoisonKind {
     MalformedJson,
     UnknownType,
     UnknownMood,
+    /// Valid, and applied to the key's state, but its time window had closed (see
+    /// [`crate::windows`]); only the window store refuses it.
+    Late,
 }
 
 impl PoisonKind {
@@ -65,6 +68,7 @@ impl PoisonKind {
             PoisonKind::MalformedJson => "malformed_json",
             PoisonKind::UnknownType => "unknown_type",
             PoisonKind::UnknownMood => "unknown_mood",
+            PoisonKind::Late => "late",
         }
     }
 }
@@ -76,7 +80,7 @@ pub struct Poison {
 }
 
 impl Poison {
-    fn new(kind: PoisonKind, message: impl Into<String>) -> Self {
+    pub fn new(kind: PoisonKind, message: impl Into<String>) -> Self {
         Poison {
             kind,
             message: message.into(),

@@ -5,9 +5,10 @@
 //! by key. `--scratch DIR` rebuilds into DIR and leaves the live store alone (safe while the
 //! instance runs: the store is opened read-only and the rebuild stops at the snapshot's
 //! checkpoint). Without it the store itself is wiped and replayed in place, as an operator
-//! would after losing a disk; the instance must be stopped for that.
+//! would after losing a disk; the instance must be stopped for that. With windows on, the
+//! window store is rebuilt and compared the same way, up to its own checkpoint.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use crate::config::Config;
 use crate::domain::HelloState;
 use crate::store::restore::{RestoreError, RestoreLimits, RestoreProgress, Restorer};
 use crate::store::{partition_dir, Store, StoreError};
+use crate::windows::{StreamClock, WindowCounts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {
@@ -33,6 +35,8 @@ pub enum DrillError {
 pub struct PartitionReport {
     pub partition: i32,
     pub keys: u64,
+    /// Windows compared (0 with windows off).
+    pub windows: u64,
     pub records: u64,
     pub seconds: f64,
     pub mismatches: Vec<String>,
@@ -66,12 +70,28 @@ fn partitions_on_disk(config: &Config) -> Result<Vec<i32>, DrillError> {
     Ok(found)
 }
 
-fn snapshot(store: &Store) -> Result<HashMap<String, HelloState>, StoreError> {
-    let mut states = HashMap::new();
+/// A store's contents, as the drill compares them.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    states: BTreeMap<String, HelloState>,
+    windows: BTreeMap<(String, i64), WindowCounts>,
+    clock: StreamClock,
+}
+
+fn snapshot(store: &Store) -> Result<Snapshot, StoreError> {
+    let mut states = BTreeMap::new();
     store.for_each_state(|key, state| {
         states.insert(key.to_owned(), state);
     })?;
-    Ok(states)
+    let mut windows = BTreeMap::new();
+    store.for_each_window(|row| {
+        windows.insert((row.key, row.start), row.counts);
+    })?;
+    Ok(Snapshot {
+        states,
+        windows,
+        clock: store.clock()?,
+    })
 }
 
 /// Runs the drill; progress and per-partition results go to stderr as it goes.
@@ -91,8 +111,13 @@ pub fn run(config: &Config, options: &DrillOptions) -> Result<Vec<PartitionRepor
             } else {
                 Store::open(&live)?
             };
-            (snapshot(&store)?, store.checkpoint()?.unwrap_or(0))
+            let checkpoints = (
+                store.checkpoint()?.unwrap_or(0),
+                store.windows_checkpoint()?.unwrap_or(0),
+            );
+            (snapshot(&store)?, checkpoints)
         };
+        let (checkpoint, windows_checkpoint) = checkpoint;
         let target: PathBuf = match &options.scratch {
             Some(dir) => dir.join(&config.application_id).join(partition.to_string()),
             None => live.clone(),
@@ -111,6 +136,7 @@ pub fn run(config: &Config, options: &DrillOptions) -> Result<Vec<PartitionRepor
             });
             let limits = RestoreLimits {
                 until: Some(checkpoint),
+                windows_until: Some(windows_checkpoint),
                 replay_from: None,
             };
             let result = restorer.restore_with(
@@ -127,17 +153,26 @@ pub fn run(config: &Config, options: &DrillOptions) -> Result<Vec<PartitionRepor
         });
         let (restored, seconds) = result?;
         let after = snapshot(&rebuilt)?;
-        let mismatches = compare(&before, &after);
+        let mut mismatches = compare(&before.states, &after.states);
+        mismatches.extend(compare(&before.windows, &after.windows));
+        if before.clock != after.clock {
+            mismatches.push(format!(
+                "stream clock: store {:?}, changelog {:?}",
+                before.clock, after.clock
+            ));
+        }
+        mismatches.truncate(20);
         let report = PartitionReport {
             partition,
-            keys: before.len() as u64,
+            keys: before.states.len() as u64,
+            windows: before.windows.len() as u64,
             records: restored.records,
             seconds,
             mismatches,
         };
         eprintln!(
-            "\rpartition {partition}: {} keys, {} records replayed in {:.2}s ({:.0} records/s), {} mismatches",
-            report.keys, report.records, report.seconds, report.rate(), report.mismatches.len()
+            "\rpartition {partition}: {} keys, {} windows, {} records replayed in {:.2}s ({:.0} records/s), {} mismatches",
+            report.keys, report.windows, report.records, report.seconds, report.rate(), report.mismatches.len()
         );
         if options.scratch.is_none() {
             // Bring the rebuilt store to the changelog's end so the instance starts current.
@@ -165,22 +200,22 @@ fn progress_line(partition: i32, progress: &RestoreProgress, started: Instant) -
     )
 }
 
-/// Keys whose state differs, or exists on one side only (at most 20 listed).
-fn compare(
-    before: &HashMap<String, HelloState>,
-    after: &HashMap<String, HelloState>,
+/// Keys whose value differs, or exists on one side only.
+fn compare<K: std::fmt::Debug + Ord, V: std::fmt::Debug + PartialEq>(
+    before: &BTreeMap<K, V>,
+    after: &BTreeMap<K, V>,
 ) -> Vec<String> {
     let mut out = Vec::new();
     for (key, state) in before {
         match after.get(key) {
             Some(rebuilt) if rebuilt == state => {}
-            Some(rebuilt) => out.push(format!("{key}: store {state:?}, changelog {rebuilt:?}")),
-            None => out.push(format!("{key}: in the store, not in the changelog")),
+            Some(rebuilt) => out.push(format!("{key:?}: store {state:?}, changelog {rebuilt:?}")),
+            None => out.push(format!("{key:?}: in the store, not in the changelog")),
         }
     }
     for key in after.keys() {
         if !before.contains_key(key) {
-            out.push(format!("{key}: in the changelog, not in the store"));
+            out.push(format!("{key:?}: in the changelog, not in the store"));
         }
     }
     out.sort();

@@ -44,3 +44,4 @@ pub mod startup;
 pub mod store;
 pub mod task;
 pub mod telemetry;
+pub mod windows;

@@ -103,6 +103,13 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             eprintln!("{keys} keys");
             Ok(ExitCode::SUCCESS)
         }
+        Command::State {
+            command: StateCommand::Windows,
+        } => {
+            let windows = inspect::dump_windows(&config, &mut std::io::stdout().lock())?;
+            eprintln!("{windows} windows");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Drill {
             partitions,
             scratch,
@@ -113,13 +120,14 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 scratch,
             };
             let reports = drill::run(&config, &options)?;
-            let (mut keys, mut records, mut seconds, mut bad) = (0, 0, 0.0, 0);
-            println!("partition  keys  records  seconds  records/s  mismatches");
+            let (mut keys, mut windows, mut records, mut seconds, mut bad) = (0, 0, 0, 0.0, 0);
+            println!("partition  keys  windows  records  seconds  records/s  mismatches");
             for r in &reports {
                 println!(
-                    "{:>9}  {:>4}  {:>7}  {:>7.2}  {:>9.0}  {:>10}",
+                    "{:>9}  {:>4}  {:>7}  {:>7}  {:>7.2}  {:>9.0}  {:>10}",
                     r.partition,
                     r.keys,
+                    r.windows,
                     r.records,
                     r.seconds,
                     r.rate(),
@@ -129,6 +137,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     println!("    mismatch {m}");
                 }
                 keys += r.keys;
+                windows += r.windows;
                 records += r.records;
                 seconds += r.seconds;
                 bad += r.mismatches.len();
@@ -138,7 +147,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             } else {
                 0.0
             };
-            println!("total: {keys} keys, {records} records replayed in {seconds:.2}s ({rate:.0} records/s), {bad} mismatches");
+            println!("total: {keys} keys, {windows} windows, {records} records replayed in {seconds:.2}s ({rate:.0} records/s), {bad} mismatches");
             Ok(if bad == 0 {
                 ExitCode::SUCCESS
             } else {

@@ -23,7 +23,7 @@ use crate::liveness::{Activity, Liveness};
 use crate::ownership::Announcer;
 use crate::query::local::LocalState;
 use crate::shutdown::Shutdown;
-use crate::sink::{InputRecord, Sink};
+use crate::sink::{InputRecord, Sink, WINDOWS_CHANGELOG};
 use crate::store::restore::{
     retry_sliced, Cancel, RestoreError, RestoreLimits, RestoreProgress, RestoreReport, Restorer,
 };
@@ -286,7 +286,11 @@ fn create_producer(
     thread: usize,
     partitions: i32,
 ) -> Result<Producer, ProducerError> {
-    let tracker = DeliveryTracker::new(&config.topics.changelog, partitions);
+    // The order sets the indexes: the window changelog is `sink::WINDOWS_CHANGELOG`.
+    let tracker = DeliveryTracker::new(
+        &[&config.topics.changelog, &config.topics.windows_changelog],
+        partitions,
+    );
     Producer::create(
         producer_config(config),
         transactional_id(config, instance_id, thread),
@@ -511,6 +515,17 @@ impl Engine {
             return Ok(());
         }
         let started = Instant::now();
+        for task in self.tasks.values_mut() {
+            if let Err(error) = task.before_commit(&self.sink) {
+                match error {
+                    TaskError::Produce(error) => {
+                        tracing::warn!(%error, "produce failed, aborting the transaction");
+                        return self.recover(consumer, Failure::Aborted);
+                    }
+                    other => return Err(other.into()),
+                }
+            }
+        }
         let offsets = self.pending_offsets()?;
         let group = consumer.group_metadata();
         self.liveness.doing(self.thread, Activity::Committing);
@@ -532,8 +547,9 @@ impl Engine {
         let tracker = self.sink.producer().tracker();
         for task in self.tasks.values_mut() {
             let checkpoint = tracker.next_changelog_offset(task.partition);
+            let windows_checkpoint = tracker.next_offset(WINDOWS_CHANGELOG, task.partition);
             let position = task.pending_offset();
-            task.committed(checkpoint)?;
+            task.committed(checkpoint, windows_checkpoint)?;
             if let Some(position) = position {
                 self.local.set_position(task.partition, position);
             }
@@ -571,7 +587,7 @@ impl Engine {
             // or at the transaction timeout; the stores hold committed state only.
             self.in_txn = false;
             for task in self.tasks.values_mut() {
-                task.rollback();
+                task.rollback()?;
             }
             tracing::warn!(
                 ?failure,
@@ -589,7 +605,7 @@ impl Engine {
         }
         self.in_txn = false;
         for task in self.tasks.values_mut() {
-            task.rollback();
+            task.rollback()?;
         }
         if recreate {
             self.liveness.doing(self.thread, Activity::Recovering);
@@ -615,6 +631,9 @@ impl Engine {
                         source,
                     })?;
                 self.metrics.restored(report.records, report.elapsed);
+            }
+            for task in self.tasks.values_mut() {
+                task.rollback()?;
             }
         }
         self.liveness.doing(self.thread, Activity::Rewinding);
@@ -851,10 +870,13 @@ impl Engine {
         position.add_partition_offset(&self.config.topics.input, done.partition, committed)?;
         seek(consumer, position.clone())?;
         consumer.resume(&position)?;
-        self.tasks.insert(
+        let task = Task::new(
             done.partition,
-            Task::new(done.partition, store.clone(), self.config.max_value_bytes),
-        );
+            store.clone(),
+            self.config.max_value_bytes,
+            self.config.windows,
+        )?;
+        self.tasks.insert(done.partition, task);
         self.local.set_active(done.partition, store);
         if let Offset::Offset(position) = committed {
             self.local.set_position(done.partition, position);

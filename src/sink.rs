@@ -1,5 +1,5 @@
 //! What a task writes: the changelog record of a changed key, the count-updated record for
-//! the output topic, and dead-letter records. All of them go through the stream thread's
+//! the output topic, window changelog and `hello-windows` records, and dead-letter records. All of them go through the stream thread's
 //! producer, inside the open transaction under exactly-once.
 
 use rdkafka::message::{Header, OwnedHeaders};
@@ -10,6 +10,10 @@ use crate::kafka::admin::Layout;
 use crate::kafka::producer::{Producer, ProducerError};
 use crate::partitioner::partition_for_key;
 use crate::store::codec;
+use crate::windows::{self, StreamClock, WindowCounts};
+
+/// Index of the window changelog in the producer's [`crate::kafka::producer::DeliveryTracker`].
+pub const WINDOWS_CHANGELOG: usize = 1;
 
 /// An input record as the processor sees it, detached from librdkafka's message type.
 #[derive(Debug, Clone, Copy)]
@@ -39,10 +43,26 @@ pub struct CountUpdated<'a> {
     pub processed_at: i64,
 }
 
+/// A window update on `hello-windows`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowUpdated<'a> {
+    pub key: &'a str,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub hellos: u64,
+    pub events: u64,
+    /// True when the window has closed (emit-on-close): this is its last record.
+    #[serde(rename = "final")]
+    pub closed: bool,
+}
+
 pub struct Sink {
     producer: Producer,
     changelog: String,
     output: String,
+    windows_changelog: String,
+    windows_output: String,
     dlq: String,
     layout: Layout,
     dlq_max_value_bytes: usize,
@@ -54,6 +74,8 @@ impl Sink {
             producer,
             changelog: config.topics.changelog.clone(),
             output: config.topics.output.clone(),
+            windows_changelog: config.topics.windows_changelog.clone(),
+            windows_output: config.topics.windows.clone(),
             dlq: config.topics.dlq.clone(),
             layout,
             dlq_max_value_bytes: config.dlq_max_value_bytes,
@@ -70,11 +92,75 @@ impl Sink {
 
     /// Output partition p when the output is co-partitioned with the input, else by key.
     fn output_partition(&self, partition: i32, key: &[u8]) -> i32 {
-        if self.layout.output == self.layout.input {
-            partition
-        } else {
-            partition_for_key(key, self.layout.output)
+        co_partition(self.layout.input, self.layout.output, partition, key)
+    }
+
+    /// A window's new counts (`Some`) or its expiry (`None`, a tombstone).
+    pub fn window_changelog(
+        &self,
+        partition: i32,
+        key: &[u8],
+        start: i64,
+        counts: Option<&WindowCounts>,
+    ) -> Result<(), ProducerError> {
+        let changelog_key = windows::window_key(key, start);
+        match counts {
+            Some(counts) => self.producer.send(
+                &self.windows_changelog,
+                Some(partition),
+                Some(&changelog_key),
+                &windows::encode_counts(counts),
+                None,
+            ),
+            None => {
+                self.producer
+                    .send_tombstone(&self.windows_changelog, partition, &changelog_key)
+            }
         }
+    }
+
+    pub fn stream_clock(&self, partition: i32, clock: &StreamClock) -> Result<(), ProducerError> {
+        self.producer.send(
+            &self.windows_changelog,
+            Some(partition),
+            Some(windows::CLOCK_KEY),
+            &windows::encode_clock(clock),
+            None,
+        )
+    }
+
+    pub fn window_updated(
+        &self,
+        partition: i32,
+        key: &str,
+        start: i64,
+        size_ms: i64,
+        counts: &WindowCounts,
+        closed: bool,
+    ) -> Result<(), ProducerError> {
+        let event = WindowUpdated {
+            key,
+            window_start: start,
+            window_end: start.saturating_add(size_ms),
+            hellos: counts.hellos,
+            events: counts.events,
+            closed,
+        };
+        // A flat struct of numbers and a string: serialising cannot fail.
+        let value = serde_json::to_vec(&event).unwrap_or_default();
+        let out = co_partition(
+            self.layout.input,
+            self.layout.windows,
+            partition,
+            key.as_bytes(),
+        );
+        self.producer.send(
+            &self.windows_output,
+            Some(out),
+            Some(key.as_bytes()),
+            &value,
+            None,
+        )
     }
 
     pub fn changelog(
@@ -163,6 +249,15 @@ impl Sink {
             ));
         self.producer
             .send(&self.dlq, Some(partition), key, kept, Some(headers))
+    }
+}
+
+/// Partition p of a topic co-partitioned with the input, else the key's partition.
+fn co_partition(input: i32, topic: i32, partition: i32, key: &[u8]) -> i32 {
+    if topic == input {
+        partition
+    } else {
+        partition_for_key(key, topic.max(1))
     }
 }
 

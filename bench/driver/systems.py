@@ -249,7 +249,8 @@ class HelloStreams(SystemUnderTest):
         cmd = [str(self.binary), "run", "--bootstrap-servers", self.bootstrap, "--application-id", app_id,
                "--state-dir", str(state_dir), "--http-addr", f"127.0.0.1:{http}", "--resp-addr", f"127.0.0.1:{resp}",
                "--set", f"topics.input={topics['input']}", "--set", f"topics.output={topics['output']}",
-               "--set", f"topics.dlq={topics['dlq']}", "--set", f"topics.partitions={self.partitions}",
+               "--set", f"topics.dlq={topics['dlq']}", "--set", f"topics.windows={topics['input']}-windows",
+               "--set", f"topics.partitions={self.partitions}",
                "--set", f"app.stream_threads={self.threads}", "--set", f"log.filter={self.log_filter}",
                *(a for kv in self.settings for a in ("--set", kv))]
         env = {k: v for k, v in os.environ.items() if k != "RUST_LOG" and not k.startswith("HELLO_STREAMS__")}

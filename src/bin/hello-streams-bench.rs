@@ -321,6 +321,8 @@ fn start_daemon(
             "--set",
             &format!("topics.dlq={run_id}-dlq"),
             "--set",
+            &format!("topics.windows={run_id}-windows"),
+            "--set",
             "log.filter=warn",
         ])
         .args(args.daemon_set.iter().flat_map(|s| ["--set", s.as_str()]))

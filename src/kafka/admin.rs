@@ -38,12 +38,25 @@ pub struct Layout {
     pub input: i32,
     pub output: i32,
     pub dlq: i32,
+    /// The window output topic; 0 with windows off.
+    pub windows: i32,
+}
+
+#[derive(Clone, Copy)]
+enum Cleanup {
+    Delete,
+    Compact,
+    /// Compacted, and deleted after `retention_ms` (a window changelog: expired windows
+    /// vanish even where no tombstone reached them).
+    CompactDelete {
+        retention_ms: i64,
+    },
 }
 
 struct Wanted<'a> {
     name: &'a str,
     partitions: i32,
-    compacted: bool,
+    cleanup: Cleanup,
 }
 
 pub type Admin = AdminClient<LogContext>;
@@ -63,34 +76,52 @@ pub async fn ensure_topics(admin: &Admin, config: &Config) -> Result<Layout, Adm
         Wanted {
             name: &t.input,
             partitions: p,
-            compacted: false,
+            cleanup: Cleanup::Delete,
         },
         Wanted {
             name: &t.changelog,
             partitions: p,
-            compacted: true,
+            cleanup: Cleanup::Compact,
         },
         Wanted {
             name: &t.output,
             partitions: p,
-            compacted: false,
+            cleanup: Cleanup::Delete,
         },
         Wanted {
             name: &t.dlq,
             partitions: p,
-            compacted: false,
+            cleanup: Cleanup::Delete,
         },
         Wanted {
             name: &t.owners,
             partitions: 1,
-            compacted: true,
+            cleanup: Cleanup::Compact,
         },
     ];
+    let mut wanted = Vec::from(wanted);
+    if let Some(windows) = &config.windows {
+        const DAY_MS: i64 = 86_400_000;
+        wanted.push(Wanted {
+            name: &t.windows_changelog,
+            partitions: p,
+            cleanup: Cleanup::CompactDelete {
+                retention_ms: windows.retention_ms.saturating_add(DAY_MS),
+            },
+        });
+        wanted.push(Wanted {
+            name: &t.windows,
+            partitions: p,
+            cleanup: Cleanup::Delete,
+        });
+    }
+    let internal =
+        |name: &str| name == t.changelog || name == t.owners || name == t.windows_changelog;
     let mut counts = Vec::with_capacity(wanted.len());
     for topic in &wanted {
         let count = match partition_count(admin, topic.name)? {
             Some(count) => count,
-            None if t.create || topic.name == t.changelog || topic.name == t.owners => {
+            None if t.create || internal(topic.name) => {
                 create(admin, topic, t.replication_factor, t.min_insync_replicas).await?;
                 topic.partitions
             }
@@ -112,10 +143,19 @@ pub async fn ensure_topics(admin: &Admin, config: &Config) -> Result<Layout, Adm
             changelog_partitions: changelog,
         });
     }
+    if config.windows.is_some() && counts[5] != input {
+        return Err(AdminError::NotCoPartitioned {
+            input: t.input.clone(),
+            input_partitions: input,
+            changelog: t.windows_changelog.clone(),
+            changelog_partitions: counts[5],
+        });
+    }
     Ok(Layout {
         input,
         output: counts[2],
         dlq: counts[3],
+        windows: counts.get(6).copied().unwrap_or(0),
     })
 }
 
@@ -142,13 +182,23 @@ async fn create(
     replication_factor: i32,
     min_insync_replicas: i32,
 ) -> Result<(), AdminError> {
+    let retention = match topic.cleanup {
+        Cleanup::CompactDelete { retention_ms } => retention_ms.to_string(),
+        _ => String::new(),
+    };
     let mut new = NewTopic::new(
         topic.name,
         topic.partitions,
         TopicReplication::Fixed(replication_factor),
     );
-    if topic.compacted {
-        new = new.set("cleanup.policy", "compact");
+    match topic.cleanup {
+        Cleanup::Delete => {}
+        Cleanup::Compact => new = new.set("cleanup.policy", "compact"),
+        Cleanup::CompactDelete { .. } => {
+            new = new
+                .set("cleanup.policy", "compact,delete")
+                .set("retention.ms", &retention);
+        }
     }
     let min_isr = min_insync_replicas.to_string();
     if replication_factor > 1 {

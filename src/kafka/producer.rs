@@ -21,9 +21,12 @@ use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 pub struct DeliveryTracker(Arc<TrackerState>);
 
 pub struct TrackerState {
-    changelog: String,
-    /// Highest changelog offset delivered per partition since the last [`DeliveryTracker::reset`].
-    last_changelog_offset: Vec<AtomicI64>,
+    /// The changelog topics whose offsets become store checkpoints.
+    changelogs: Vec<String>,
+    /// Per changelog, the highest offset delivered per partition since the last
+    /// [`DeliveryTracker::reset`].
+    last_offsets: Vec<Vec<AtomicI64>>,
+    partitions: i32,
     failures: AtomicU64,
     first_failure: Mutex<Option<String>>,
 }
@@ -36,10 +39,14 @@ impl std::ops::Deref for DeliveryTracker {
 }
 
 impl DeliveryTracker {
-    pub fn new(changelog: &str, partitions: i32) -> Self {
+    pub fn new(changelogs: &[&str], partitions: i32) -> Self {
         DeliveryTracker(Arc::new(TrackerState {
-            changelog: changelog.to_owned(),
-            last_changelog_offset: (0..partitions).map(|_| AtomicI64::new(-1)).collect(),
+            changelogs: changelogs.iter().map(|c| (*c).to_owned()).collect(),
+            last_offsets: changelogs
+                .iter()
+                .map(|_| (0..partitions).map(|_| AtomicI64::new(-1)).collect())
+                .collect(),
+            partitions,
             failures: AtomicU64::new(0),
             first_failure: Mutex::new(None),
         }))
@@ -49,7 +56,7 @@ impl DeliveryTracker {
 impl TrackerState {
     /// Starts a new unit of work (transaction or at-least-once batch).
     pub fn reset(&self) {
-        for offset in &self.last_changelog_offset {
+        for offset in self.last_offsets.iter().flatten() {
             offset.store(-1, Ordering::Relaxed);
         }
         self.failures.store(0, Ordering::Relaxed);
@@ -57,13 +64,20 @@ impl TrackerState {
     }
 
     pub fn partitions(&self) -> i32 {
-        self.last_changelog_offset.len() as i32
+        self.partitions
     }
 
-    /// The changelog offset after the last record delivered to `partition`, if any.
+    /// The offset after the last record delivered to `partition` of the first changelog.
     pub fn next_changelog_offset(&self, partition: i32) -> Option<u64> {
+        self.next_offset(0, partition)
+    }
+
+    /// The offset after the last record delivered to `partition` of changelog number
+    /// `changelog` (in the order given to [`DeliveryTracker::new`]), if any.
+    pub fn next_offset(&self, changelog: usize, partition: i32) -> Option<u64> {
         let last = self
-            .last_changelog_offset
+            .last_offsets
+            .get(changelog)?
             .get(partition as usize)?
             .load(Ordering::Acquire);
         (last >= 0).then_some(last as u64 + 1)
@@ -96,8 +110,10 @@ impl ProducerContext for DeliveryTracker {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
             Ok(message) => {
-                if message.topic() == self.changelog {
-                    if let Some(slot) = self.last_changelog_offset.get(message.partition() as usize)
+                let topic = message.topic();
+                if let Some(changelog) = self.changelogs.iter().position(|c| c == topic) {
+                    if let Some(slot) =
+                        self.last_offsets[changelog].get(message.partition() as usize)
                     {
                         slot.fetch_max(message.offset(), Ordering::AcqRel);
                     }
@@ -268,6 +284,26 @@ impl Producer {
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
+        self.send_record(topic, record)
+    }
+
+    /// A record with a key and no value: compaction deletes the key.
+    pub fn send_tombstone(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+    ) -> Result<(), ProducerError> {
+        let record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(topic).key(key).partition(partition);
+        self.send_record(topic, record)
+    }
+
+    fn send_record(
+        &self,
+        topic: &str,
+        mut record: BaseRecord<'_, [u8], [u8]>,
+    ) -> Result<(), ProducerError> {
         loop {
             match self.inner.send(record) {
                 Ok(()) => return Ok(()),

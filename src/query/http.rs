@@ -1,5 +1,5 @@
 //! The HTTP (JSON) read API: `GET /v1/state/{key}`, `/v1/status`, `/metrics`, `/healthz`,
-//! `/readyz`.
+//! `/readyz`, the window reads of [`super::http_windows`] and the dashboard at `/`.
 //!
 //! Every answer comes from the [`StateQuery`]; this module maps a [`Lookup`] to a status code
 //! and body, with the position the answer reflects (`?after=&wait_ms=` asks for a minimum,
@@ -45,7 +45,7 @@ pub struct Api {
     pub stats: Arc<ServerStats>,
 }
 
-type Shared = Arc<Api>;
+pub(super) type Shared = Arc<Api>;
 
 /// Serves the API on `listener` until `shutdown` fires, within the limits of `api.limits`.
 pub async fn serve(
@@ -69,7 +69,10 @@ pub async fn serve(
 
 fn router(api: Shared) -> Router {
     Router::new()
+        .route("/", get(super::dashboard::page))
         .route("/v1/state/{key}", get(get_state))
+        .route("/v1/windows/{key}", get(super::http_windows::get_windows))
+        .route("/v1/top", get(super::http_windows::get_top))
         .route("/v1/status", get(get_status))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(|| async { "ok" }))
@@ -116,7 +119,7 @@ async fn gate(State(api): State<Shared>, request: Request, next: Next) -> Respon
     }
 }
 
-fn error(status: StatusCode, body: serde_json::Value) -> Response {
+pub(super) fn error(status: StatusCode, body: serde_json::Value) -> Response {
     (status, Json(body)).into_response()
 }
 
@@ -223,6 +226,22 @@ async fn get_state(State(api): State<Shared>, uri: Uri, headers: HeaderMap) -> R
             Json(json!({"error": "not_found", "key": key, "position": position})),
         )
             .into_response(),
+        other => not_here(&api, other, STATE_PREFIX, key, &uri, &headers, bound.wait).await,
+    }
+}
+
+/// The answer for a key whose read did not find it here: invalid, restoring, owned
+/// elsewhere (forwarded, or redirected to `prefix` + key at the owner), unavailable, failed.
+pub(super) async fn not_here<T>(
+    api: &Api,
+    lookup: Lookup<T>,
+    prefix: &str,
+    key: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    wait: Duration,
+) -> Response {
+    match lookup {
         Lookup::InvalidKey(poison) => invalid_key(&poison.message),
         Lookup::Restoring {
             partition,
@@ -239,9 +258,9 @@ async fn get_state(State(api): State<Shared>, uri: Uri, headers: HeaderMap) -> R
             match &api.forwarder {
                 Some(forwarder) if !forwarded => {
                     Metrics::inc(&api.stats.forwarded);
-                    forward(forwarder, &owner, &uri, bound.wait).await
+                    forward(forwarder, &owner, uri, wait).await
                 }
-                _ => redirect(&api, partition, &owner, key, uri.query()),
+                _ => redirect(api, partition, &owner, prefix, key, uri.query()),
             }
         }
         Lookup::Unavailable { partition } => (
@@ -250,6 +269,7 @@ async fn get_state(State(api): State<Shared>, uri: Uri, headers: HeaderMap) -> R
         )
             .into_response(),
         Lookup::Failed(message) => failed(&message),
+        Lookup::Found(_) | Lookup::NotFound => failed("internal error: the key was found"),
     }
 }
 
@@ -288,11 +308,19 @@ async fn forward(forwarder: &HttpForwarder, owner: &Owner, uri: &Uri, wait: Dura
     }
 }
 
-fn redirect(api: &Api, partition: i32, owner: &Owner, key: &str, query: Option<&str>) -> Response {
+/// A 307 to `path` + the key at the owner (`path`: `/v1/state/` or `/v1/windows/`).
+fn redirect(
+    api: &Api,
+    partition: i32,
+    owner: &Owner,
+    path: &str,
+    key: &str,
+    query: Option<&str>,
+) -> Response {
     // Instances of a group share their TLS settings, so the owner speaks what we speak.
     let scheme = if api.tls.is_some() { "https" } else { "http" };
     let mut location = format!(
-        "{scheme}://{}/v1/state/{}",
+        "{scheme}://{}{path}{}",
         owner.http_addr,
         percent_encode(key)
     );
@@ -347,7 +375,7 @@ async fn no_route(uri: Uri) -> Response {
         .into_response()
 }
 
-fn invalid_key(message: &str) -> Response {
+pub(super) fn invalid_key(message: &str) -> Response {
     (
         StatusCode::BAD_REQUEST,
         Json(json!({"error": "invalid_key", "message": message})),
@@ -355,7 +383,7 @@ fn invalid_key(message: &str) -> Response {
         .into_response()
 }
 
-fn failed(message: &str) -> Response {
+pub(super) fn failed(message: &str) -> Response {
     (
         StatusCode::INTERNAL_SERVER_ERROR,
         Json(json!({"error": "failed", "message": message})),
@@ -364,7 +392,7 @@ fn failed(message: &str) -> Response {
 }
 
 /// Decodes `%XX` escapes into raw bytes; `None` for a `%` not followed by two hex digits.
-fn percent_decode(segment: &str) -> Option<Vec<u8>> {
+pub(super) fn percent_decode(segment: &str) -> Option<Vec<u8>> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -497,7 +525,9 @@ pub(crate) mod fake {
                     restore_total: 0,
                     lag: Some(0),
                     waiting_for_transaction_at: None,
+                    stream_time: None,
                 }],
+                windows: None,
             }
         }
 

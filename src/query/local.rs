@@ -4,15 +4,19 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::{Lookup, PartitionStatus, Position as AnswerPosition, StateQuery, Status};
+use super::{
+    Lookup, PartitionStatus, Position as AnswerPosition, StateQuery, Status, Top, TopKey,
+    WindowSeries, WindowsStatus,
+};
 use crate::config::Config;
 use crate::domain::validate_key;
 use crate::ownership::OwnerTable;
 use crate::partitioner::partition_for_key;
 use crate::store::restore::RestoreProgress;
-use crate::store::{CacheStats, Store};
+use crate::store::{CacheStats, Store, StoreError};
 use crate::telemetry::prometheus::{Exposition, Kind};
 use crate::telemetry::Metrics;
+use crate::windows::WindowSpec;
 
 enum View {
     Restoring(Arc<RestoreProgress>),
@@ -55,6 +59,7 @@ pub struct LocalState {
     instance_id: String,
     application_id: String,
     guarantee: &'static str,
+    windows: Option<WindowSpec>,
     input_partitions: i32,
     /// Indexed by input partition.
     views: Box<[Slot]>,
@@ -82,6 +87,7 @@ impl LocalState {
             instance_id: instance_id.to_owned(),
             application_id: config.application_id.clone(),
             guarantee: config.guarantee.as_str(),
+            windows: config.windows,
             input_partitions,
             views: (0..input_partitions.max(0))
                 .map(|_| Slot::default())
@@ -173,8 +179,14 @@ impl LocalState {
     }
 }
 
-impl StateQuery for LocalState {
-    fn lookup(&self, key: &[u8]) -> Lookup {
+impl LocalState {
+    /// Routes a read of `key` to its partition: `read` runs against the store when the
+    /// partition is active here, and the answer says where it is otherwise.
+    fn routed<T>(
+        &self,
+        key: &[u8],
+        read: impl FnOnce(&Store, &str) -> Result<Option<T>, StoreError>,
+    ) -> Lookup<T> {
         let key = match validate_key(Some(key)) {
             Ok(key) => key,
             Err(poison) => return Lookup::InvalidKey(poison),
@@ -184,8 +196,8 @@ impl StateQuery for LocalState {
         // shared write per read; a revoke waits for reads in flight.
         let view = self.slot(partition).map(Slot::read);
         match view.as_deref().and_then(Option::as_ref) {
-            Some(View::Active(store)) => match store.get(key.as_bytes()) {
-                Ok(Some(state)) => Lookup::Found(state),
+            Some(View::Active(store)) => match read(store, key) {
+                Ok(Some(found)) => Lookup::Found(found),
                 Ok(None) => Lookup::NotFound,
                 Err(error) => Lookup::Failed(error.to_string()),
             },
@@ -202,18 +214,76 @@ impl StateQuery for LocalState {
             },
         }
     }
+}
+
+impl StateQuery for LocalState {
+    fn lookup(&self, key: &[u8]) -> Lookup {
+        self.routed(key, |store, key| store.get(key.as_bytes()))
+    }
+
+    fn window_spec(&self) -> Option<WindowSpec> {
+        self.windows
+    }
+
+    fn windows(&self, key: &[u8], from: i64, to: i64) -> Lookup<WindowSeries> {
+        if self.windows.is_none() {
+            return Lookup::Failed("windows are off ([windows] enabled = false)".to_owned());
+        }
+        self.routed(key, |store, key| {
+            store.windows_of(key.as_bytes(), from, to).map(Some)
+        })
+    }
+
+    fn top(&self, n: usize) -> Top {
+        let mut top = Top {
+            partitions: Vec::new(),
+            restoring: Vec::new(),
+            top: Vec::new(),
+        };
+        // A bounded heap would save memory for large n; n is small (the dashboard asks 10).
+        for (partition, view) in self.views() {
+            match view.as_ref() {
+                Some(View::Active(store)) => {
+                    top.partitions.push(partition);
+                    let scanned = store.for_each_state(|key, state| {
+                        top.top.push(TopKey {
+                            key: key.to_owned(),
+                            hello_count: state.hello_count,
+                            hello_total_count: state.hello_total_count,
+                            mood: state.mood,
+                        });
+                        if top.top.len() >= 4 * n.max(64) {
+                            keep_top(&mut top.top, n);
+                        }
+                    });
+                    if let Err(error) = scanned {
+                        tracing::warn!(partition, %error, "top keys: store read failed");
+                    }
+                }
+                Some(View::Restoring(_)) => top.restoring.push(partition),
+                None => {}
+            }
+        }
+        keep_top(&mut top.top, n);
+        top
+    }
 
     fn status(&self) -> Status {
         let partitions: Vec<PartitionStatus> = self
             .views()
             .filter_map(|(partition, view)| match view.as_ref()? {
-                View::Active(_) => Some(PartitionStatus {
+                View::Active(store) => Some(PartitionStatus {
                     partition,
                     state: "active",
                     restored: 0,
                     restore_total: 0,
                     lag: self.lag(partition).map(|l| l as i64),
                     waiting_for_transaction_at: None,
+                    stream_time: self
+                        .windows
+                        .and_then(|_| store.clock().ok())
+                        .map(|clock| clock.stream_time)
+                        .filter(|&t| t != i64::MIN),
                 }),
                 View::Restoring(p) => Some(PartitionStatus {
                     partition,
@@ -222,6 +292,7 @@ impl StateQuery for LocalState {
                     restore_total: p.total.load(Ordering::Relaxed),
                     lag: None,
                     waiting_for_transaction_at: p.waiting_for_transaction_at(),
+                    stream_time: None,
                 }),
             })
             .collect();
@@ -231,6 +302,7 @@ impl StateQuery for LocalState {
             processing_guarantee: self.guarantee.to_owned(),
             input_partitions: self.input_partitions,
             partitions,
+            windows: self.windows.as_ref().map(WindowsStatus::new),
         }
     }
 
@@ -337,4 +409,14 @@ impl StateQuery for LocalState {
                 .views()
                 .any(|(_, v)| matches!(v.as_ref(), Some(View::Restoring(_))))
     }
+}
+
+/// Sorts by helloCount (highest first, then key) and keeps the first `n`.
+fn keep_top(keys: &mut Vec<TopKey>, n: usize) {
+    keys.sort_by(|a, b| {
+        b.hello_count
+            .cmp(&a.hello_count)
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    keys.truncate(n);
 }

@@ -9,10 +9,13 @@
 mod accept;
 pub mod auth;
 pub mod client;
+pub mod dashboard;
 pub mod fd_budget;
 pub mod http;
 pub mod http_forward;
 pub mod http_server;
+mod http_windows;
+pub mod instant;
 pub mod local;
 pub mod resp;
 mod resp_commands;
@@ -26,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::domain::{HelloState, Poison};
+use crate::domain::{HelloState, Mood, Poison};
+use crate::windows::{WindowCounts, WindowSpec};
 
 /// Where another instance serves its partitions (from the ownership announcements).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,10 +43,11 @@ pub struct Owner {
     pub resp_addr: String,
 }
 
-/// The answer to "what is the state of key K?".
+/// The answer to "what is the state of key K?" (or, with `T` a window series, "what are
+/// K's windows?").
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    Found(HelloState),
+pub enum Lookup<T = HelloState> {
+    Found(T),
     /// The key's partition is owned and ready here, and the key was never seen.
     NotFound,
     /// The key can never hold state (empty, over 255 bytes, not UTF-8).
@@ -66,6 +71,73 @@ pub enum Lookup {
     Failed(String),
 }
 
+impl<T> Lookup<T> {
+    /// The same routing answer about another kind of value; `Found` is mapped by `found`.
+    pub fn map<U>(self, found: impl FnOnce(T) -> U) -> Lookup<U> {
+        match self {
+            Lookup::Found(value) => Lookup::Found(found(value)),
+            Lookup::NotFound => Lookup::NotFound,
+            Lookup::InvalidKey(poison) => Lookup::InvalidKey(poison),
+            Lookup::Restoring {
+                partition,
+                restored,
+                total,
+            } => Lookup::Restoring {
+                partition,
+                restored,
+                total,
+            },
+            Lookup::Elsewhere { partition, owner } => Lookup::Elsewhere { partition, owner },
+            Lookup::Unavailable { partition } => Lookup::Unavailable { partition },
+            Lookup::Failed(message) => Lookup::Failed(message),
+        }
+    }
+}
+
+/// A key's windows whose start lies in the range asked, in start order.
+pub type WindowSeries = Vec<(i64, WindowCounts)>;
+
+/// One of the keys with the highest helloCount among this instance's partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopKey {
+    pub key: String,
+    pub hello_count: u64,
+    pub hello_total_count: u64,
+    pub mood: Mood,
+}
+
+/// `GET /v1/top`: the top keys of the partitions active here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Top {
+    pub partitions: Vec<i32>,
+    /// Partitions this instance is restoring: their keys are missing from `top`.
+    pub restoring: Vec<i32>,
+    pub top: Vec<TopKey>,
+}
+
+/// The window settings as `/v1/status` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowsStatus {
+    pub size_ms: i64,
+    pub grace_ms: i64,
+    pub retention_ms: i64,
+    pub emit: &'static str,
+}
+
+impl WindowsStatus {
+    pub fn new(spec: &WindowSpec) -> Self {
+        WindowsStatus {
+            size_ms: spec.size_ms,
+            grace_ms: spec.grace_ms,
+            retention_ms: spec.retention_ms,
+            emit: spec.emit.as_str(),
+        }
+    }
+}
+
 /// One partition as `/v1/status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -80,6 +152,9 @@ pub struct PartitionStatus {
     /// holds the restore back (it waits for the commit or abort).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_for_transaction_at: Option<i64>,
+    /// With windows on: the largest record timestamp the partition has processed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_time: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,6 +165,8 @@ pub struct Status {
     pub processing_guarantee: String,
     pub input_partitions: i32,
     pub partitions: Vec<PartitionStatus>,
+    /// `None`: windows are off.
+    pub windows: Option<WindowsStatus>,
 }
 
 /// What a read reflects: every input record of `partition` up to `offset` (inclusive) has
@@ -113,6 +190,23 @@ pub trait StateQuery: Send + Sync + 'static {
     /// then read is at least as new as the position says.
     fn position_of(&self, _key: &[u8]) -> Option<Position> {
         None
+    }
+    /// The window settings; `None`: windows are off.
+    fn window_spec(&self) -> Option<WindowSpec> {
+        None
+    }
+    /// The key's windows starting in `from..=to` (`Found`, possibly empty).
+    fn windows(&self, _key: &[u8], _from: i64, _to: i64) -> Lookup<WindowSeries> {
+        Lookup::Failed("windows are off".to_owned())
+    }
+    /// The `n` keys with the highest helloCount in the partitions active here. Reads every
+    /// state of those partitions: call it off the async runtime.
+    fn top(&self, _n: usize) -> Top {
+        Top {
+            partitions: Vec::new(),
+            restoring: Vec::new(),
+            top: Vec::new(),
+        }
     }
 }
 

@@ -9,6 +9,10 @@
 //! `WAITMS`, or says `-NOTYET`. The options are those of HTTP's `?after=&wait_ms=`, on the
 //! read itself rather than the connection: the offset belongs to one key's partition, and a
 //! forwarded read carries them to the owner, which waits there.
+//!
+//! Windows are read as RedisTimeSeries serves a series, so its clients work unchanged:
+//! `TS.RANGE key from to [COUNT n]` (`-` and `+` for the first and last) answers
+//! `[[window start, hellos], ...]`, routed to the key's owner like `GET`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -57,6 +61,21 @@ const BAD_BOUND: &[u8] =
     b"-ERR syntax error: a read's options are AFTER <offset> [WAITMS <milliseconds>]\r\n";
 /// The reads that take `AFTER <offset> [WAITMS <ms>]` after their own arguments.
 const BOUNDED_READS: [&str; 3] = ["get", "hget", "hgetall"];
+const TS_BAD_TIMESTAMP: &[u8] = b"-ERR TSDB: invalid fromTimestamp or toTimestamp: use milliseconds since the epoch, - or +\r\n";
+const TS_OPTIONS: &[u8] =
+    b"-ERR TSDB: hello-streams supports only COUNT <n> after TS.RANGE key from to\r\n";
+const TS_OFF: &[u8] =
+    b"-ERR TSDB: windows are off on this instance ([windows] enabled = false)\r\n";
+
+/// A TS.RANGE bound: epoch milliseconds, `-` (the first) or `+` (the last).
+fn ts_bound(text: &[u8]) -> Option<i64> {
+    match text {
+        b"-" => Some(i64::MIN),
+        b"+" => Some(i64::MAX),
+        digits => std::str::from_utf8(digits).ok()?.parse().ok(),
+    }
+}
+
 /// Sent in place of an owner's `-MOVED`: the client asked us, not a cluster.
 const MOVING: &[u8] = b"TRYAGAIN the key's partition is moving to another instance";
 
@@ -207,6 +226,10 @@ impl Session {
                     (Local::Replied, _) => {}
                 }
             }
+            "ts.range" => match self.ts_range(frame, args, out) {
+                Some(owner) => return Flow::Forward(Forward::One(owner, wait)),
+                None => {}
+            },
             "ping" => match argc {
                 1 => out.extend_from_slice(b"+PONG\r\n"),
                 2 => bulk(out, key),
@@ -239,6 +262,56 @@ impl Session {
             }
         }
         Flow::Continue
+    }
+
+    /// `TS.RANGE key from to [COUNT n]`; the owner's RESP address when the key's partition
+    /// is elsewhere and forwarding is on, else the reply is written.
+    fn ts_range(&self, frame: &[u8], args: &[Range<usize>], out: &mut Vec<u8>) -> Option<String> {
+        let arg = |i: usize| args.get(i).map(|r| &frame[r.clone()]).unwrap_or_default();
+        let (Some(from), Some(to)) = (ts_bound(arg(2)), ts_bound(arg(3))) else {
+            out.extend_from_slice(TS_BAD_TIMESTAMP);
+            return None;
+        };
+        let mut count = usize::MAX;
+        let mut rest = args.get(4..).unwrap_or_default().iter();
+        while let Some(option) = rest.next() {
+            let value = rest.next().map(|r| &frame[r.clone()]);
+            let parsed = value
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse::<usize>().ok());
+            match (&frame[option.clone()], parsed) {
+                (name, Some(n)) if name.eq_ignore_ascii_case(b"count") => count = n,
+                _ => {
+                    out.extend_from_slice(TS_OPTIONS);
+                    return None;
+                }
+            }
+        }
+        if self.server.query.window_spec().is_none() {
+            out.extend_from_slice(TS_OFF);
+            return None;
+        }
+        let series = match self.server.query.windows(arg(1), from, to) {
+            Lookup::Found(series) => series,
+            Lookup::NotFound => Vec::new(),
+            Lookup::Elsewhere { owner, .. } if self.can_forward() => return Some(owner.resp_addr),
+            other => {
+                lookup_error(out, &other.map(|_| HelloState::default()));
+                return None;
+            }
+        };
+        let shown = series.len().min(count);
+        let _ = write!(out, "*{shown}\r\n");
+        for (start, counts) in series.iter().take(shown) {
+            let _ = write!(out, "*2\r\n:{start}\r\n");
+            match self.proto {
+                Proto::Resp2 => bulk_u64(out, counts.hellos),
+                Proto::Resp3 => {
+                    let _ = write!(out, ",{}\r\n", counts.hellos);
+                }
+            }
+        }
+        None
     }
 
     /// The key's state when this instance owns it (and, with a bound, has reached it); its

@@ -399,6 +399,7 @@ pub(super) const COMMANDS: &[CommandSpec] = &[
     spec("hgetall", 2, &["readonly"], (1, 1, 1)),
     spec("hget", 3, READ_FAST, (1, 1, 1)),
     spec("exists", -2, READ_FAST, (1, -1, 1)),
+    spec("ts.range", -4, &["readonly"], (1, 1, 1)),
     spec("ping", -1, &["fast"], NO_KEYS),
     spec("echo", 2, &["fast"], NO_KEYS),
     spec("quit", -1, &["fast"], NO_KEYS),

@@ -14,6 +14,9 @@
 //! transaction to be committed or aborted (the broker aborts it at the transaction timeout),
 //! bounded, and says what it waits for. The position, not the last record's offset, is what
 //! counts: the end is usually a commit or abort marker, which carries no record.
+//!
+//! A store has one changelog per state it holds: the key/value states and, with windows on,
+//! the windows. Each has its own checkpoint, and a restore brings both to their true ends.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -132,10 +135,20 @@ pub struct RestoreReport {
 pub struct RestoreLimits {
     /// Stop before this changelog offset (the drill rebuilds exactly what a checkpoint holds).
     pub until: Option<u64>,
+    /// The same for the window changelog. With `until` set and this not, the window
+    /// changelog is not read at all.
+    pub windows_until: Option<u64>,
     /// At-least-once: do not apply states that folded input at or after this offset. Their
     /// output records may never have been delivered, and the task replays that input from the
     /// committed offset; applying them would make the replay skip it as done.
     pub replay_from: Option<i64>,
+}
+
+/// The changelogs of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Changelog {
+    States,
+    Windows,
 }
 
 /// Reads changelog partitions into stores.
@@ -144,6 +157,8 @@ pub struct Restorer {
     /// `read_uncommitted`: where the true end of a partition is.
     ends: Arc<Reader>,
     topic: String,
+    /// `None`: windows are off.
+    windows_topic: Option<String>,
     open_transaction_wait: Duration,
 }
 
@@ -154,6 +169,10 @@ impl Restorer {
             consumer: reader_config(config).create_with_context(ReaderContext)?,
             ends,
             topic: config.topics.changelog.clone(),
+            windows_topic: config
+                .windows
+                .is_some()
+                .then(|| config.topics.windows_changelog.clone()),
             open_transaction_wait: config.kafka.transaction_timeout + OPEN_TRANSACTION_MARGIN,
         })
     }
@@ -192,6 +211,8 @@ impl Restorer {
         })
     }
 
+    /// Brings `store` up to the true end of each of its changelogs, or to the limits' `until`
+    /// and `windows_until`.
     pub fn restore_with(
         &self,
         store: &Store,
@@ -200,15 +221,65 @@ impl Restorer {
         progress: &RestoreProgress,
         cancel: &dyn Cancel,
     ) -> Result<RestoreReport, RestoreError> {
+        let mut report = self.restore_one(
+            Changelog::States,
+            store,
+            partition,
+            limits.until,
+            limits,
+            progress,
+            cancel,
+        )?;
+        let windows_wanted = limits.until.is_none() || limits.windows_until.is_some();
+        if self.windows_topic.is_some() && windows_wanted {
+            let windows = self.restore_one(
+                Changelog::Windows,
+                store,
+                partition,
+                limits.windows_until,
+                limits,
+                progress,
+                cancel,
+            )?;
+            report.records += windows.records;
+            report.held_back += windows.held_back;
+            report.elapsed += windows.elapsed;
+        }
+        Ok(report)
+    }
+
+    fn topic(&self, changelog: Changelog) -> &str {
+        match changelog {
+            Changelog::States => &self.topic,
+            Changelog::Windows => self.windows_topic.as_deref().unwrap_or(&self.topic),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn restore_one(
+        &self,
+        changelog: Changelog,
+        store: &Store,
+        partition: i32,
+        until: Option<u64>,
+        limits: RestoreLimits,
+        progress: &RestoreProgress,
+        cancel: &dyn Cancel,
+    ) -> Result<RestoreReport, RestoreError> {
         let started = Instant::now();
-        let (low, mut end) = self.true_end(&self.topic, partition, cancel)?;
-        if let Some(until) = limits.until {
+        let topic = self.topic(changelog);
+        let (low, mut end) = self.true_end(topic, partition, cancel)?;
+        if let Some(until) = until {
             end = end.min(until as i64);
         }
-        let checkpoint = store.checkpoint()?.unwrap_or(0);
-        if checkpoint as i64 > end && limits.until.is_none() {
+        let checkpoint = match changelog {
+            Changelog::States => store.checkpoint()?,
+            Changelog::Windows => store.windows_checkpoint()?,
+        }
+        .unwrap_or(0);
+        if checkpoint as i64 > end && until.is_none() {
             return Err(RestoreError::CheckpointAhead {
-                topic: self.topic.clone(),
+                topic: topic.to_owned(),
                 partition,
                 checkpoint,
                 end,
@@ -230,9 +301,11 @@ impl Restorer {
             return Ok(report);
         }
         let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(&self.topic, partition, Offset::Offset(start))?;
+        assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
         self.consumer.assign(&assignment)?;
-        let result = self.replay(store, partition, start, end, limits, progress, cancel);
+        let result = self.replay(
+            changelog, store, partition, start, end, limits, progress, cancel,
+        );
         self.consumer.unassign()?;
         progress.waiting_at.store(-1, Ordering::Relaxed);
         let (records, held_back, next) = result?;
@@ -245,9 +318,9 @@ impl Restorer {
 
     /// The position of the restore consumer, which moves past transaction markers and aborted
     /// records as well as past the records it hands out.
-    fn position(&self, partition: i32) -> Option<i64> {
+    fn position(&self, topic: &str, partition: i32) -> Option<i64> {
         let position = self.consumer.position().ok()?;
-        match position.find_partition(&self.topic, partition)?.offset() {
+        match position.find_partition(topic, partition)?.offset() {
             Offset::Offset(o) => Some(o),
             _ => None,
         }
@@ -256,6 +329,7 @@ impl Restorer {
     #[allow(clippy::too_many_arguments)]
     fn replay(
         &self,
+        changelog: Changelog,
         store: &Store,
         partition: i32,
         start: i64,
@@ -264,8 +338,9 @@ impl Restorer {
         progress: &RestoreProgress,
         cancel: &dyn Cancel,
     ) -> Result<(u64, u64, u64), RestoreError> {
+        let topic = self.topic(changelog);
         let mut keys: Vec<Vec<u8>> = Vec::with_capacity(BATCH_RECORDS);
-        let mut values: Vec<Vec<u8>> = Vec::with_capacity(BATCH_RECORDS);
+        let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(BATCH_RECORDS);
         let mut next_offset = start;
         let mut records = 0u64;
         let mut held_back = 0u64;
@@ -284,7 +359,10 @@ impl Restorer {
             let reached_end = match self.consumer.poll(Duration::from_millis(100)) {
                 // Wherever the read stopped: done if the position is at the true end.
                 None | Some(Err(KafkaError::PartitionEOF(_))) => {
-                    let position = self.position(partition).unwrap_or(next_offset).min(end);
+                    let position = self
+                        .position(topic, partition)
+                        .unwrap_or(next_offset)
+                        .min(end);
                     if position > next_offset {
                         next_offset = position;
                         last_advance = Instant::now();
@@ -304,13 +382,18 @@ impl Restorer {
                         // Only with an `until` limit: nothing past it belongs to this store.
                         true
                     } else {
-                        // A compacted-away key or a tombstone carries no value: nothing to restore.
-                        if let (Some(key), Some(value)) = (message.key(), message.payload()) {
-                            if held_back_by(key, value, limits.replay_from) {
+                        // A state tombstone carries nothing to restore; a window tombstone is an
+                        // expired window, deleted.
+                        match (changelog, message.key(), message.payload()) {
+                            (_, None, _) | (Changelog::States, _, None) => {}
+                            (_, Some(key), value)
+                                if held_back_by(changelog, key, value, limits.replay_from) =>
+                            {
                                 held_back += 1;
-                            } else {
+                            }
+                            (_, Some(key), value) => {
                                 keys.push(key.to_vec());
-                                values.push(value.to_vec());
+                                values.push(value.map(<[u8]>::to_vec));
                             }
                         }
                         next_offset = message.offset() + 1;
@@ -324,11 +407,17 @@ impl Restorer {
             };
             let next = next_offset.min(end);
             if keys.len() >= BATCH_RECORDS || (reached_end && next > applied_up_to) {
-                let batch = keys
-                    .iter()
-                    .zip(values.iter())
-                    .map(|(k, v)| (&k[..], &v[..]));
-                store.apply_changelog(batch, next as u64)?;
+                let batch = keys.iter().zip(values.iter());
+                match changelog {
+                    Changelog::States => store.apply_changelog(
+                        batch.filter_map(|(k, v)| Some((&k[..], v.as_deref()?))),
+                        next as u64,
+                    )?,
+                    Changelog::Windows => store.apply_window_changelog(
+                        batch.map(|(k, v)| (&k[..], v.as_deref())),
+                        next as u64,
+                    )?,
+                }
                 applied_up_to = next;
                 keys.clear();
                 values.clear();
@@ -345,12 +434,12 @@ impl Restorer {
                     // record of the oldest open transaction.
                     let stable = self
                         .consumer
-                        .fetch_watermarks(&self.topic, partition, SLICE)
+                        .fetch_watermarks(topic, partition, SLICE)
                         .map(|(_, stable)| stable)
                         .unwrap_or(next_offset);
                     progress.waiting_at.store(stable, Ordering::Relaxed);
                     tracing::info!(
-                        topic = %self.topic,
+                        topic = %topic,
                         partition,
                         open_since = stable,
                         position = next_offset,
@@ -363,7 +452,7 @@ impl Restorer {
                 }
                 if waited >= self.open_transaction_wait {
                     return Err(RestoreError::Stuck {
-                        topic: self.topic.clone(),
+                        topic: topic.to_owned(),
                         partition,
                         position: next_offset,
                         stable: progress.waiting_at.load(Ordering::Relaxed),
@@ -376,7 +465,7 @@ impl Restorer {
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 last_progress = Instant::now();
                 tracing::info!(
-                    topic = %self.topic,
+                    topic = %topic,
                     partition,
                     restored = records,
                     total = end - start,
@@ -412,14 +501,24 @@ fn is_transient(error: &KafkaError) -> bool {
 
 /// Whether an at-least-once restore holds back this changelog record (see
 /// [`RestoreLimits::replay_from`]). Markers such as the punctuation epoch are always applied.
-fn held_back_by(key: &[u8], value: &[u8], replay_from: Option<i64>) -> bool {
-    let Some(from) = replay_from else {
+fn held_back_by(
+    changelog: Changelog,
+    key: &[u8],
+    value: Option<&[u8]>,
+    replay_from: Option<i64>,
+) -> bool {
+    let (Some(from), Some(value)) = (replay_from, value) else {
         return false;
     };
-    if !codec::is_entity_key(key) {
-        return false;
+    match changelog {
+        Changelog::States if codec::is_entity_key(key) => {
+            codec::decode_state(value).is_ok_and(|state| state.last_offset >= from)
+        }
+        Changelog::Windows if key != crate::windows::CLOCK_KEY => {
+            crate::windows::decode_counts(value).is_ok_and(|counts| counts.last_offset >= from)
+        }
+        _ => false,
     }
-    codec::decode_state(value).is_ok_and(|state| state.last_offset >= from)
 }
 
 /// Calls a broker request with a short timeout until it answers, the overall

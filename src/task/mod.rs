@@ -3,7 +3,10 @@
 //!
 //! The overlay is what keeps RocksDB free of uncommitted data: the fold reads the overlay
 //! first, then the store; after Kafka commits, the overlay goes to RocksDB in one batch with
-//! the changelog checkpoint; on abort it is simply dropped.
+//! the changelog checkpoint; on abort it is simply dropped. The window store works the same
+//! way beside it ([`windows`]), in the same transaction and the same RocksDB batch.
+
+pub mod windows;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +16,8 @@ use crate::kafka::producer::ProducerError;
 use crate::sink::{InputRecord, Sink};
 use crate::store::{Change, Store, StoreError};
 use crate::telemetry::Uncommitted;
+use crate::windows::WindowSpec;
+use windows::{WindowTask, Windowed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
@@ -40,18 +45,29 @@ pub struct Task {
     /// Offset after the last record processed in the open transaction.
     pending_offset: Option<i64>,
     max_value_bytes: usize,
+    windows: Option<WindowTask>,
 }
 
 impl Task {
-    pub fn new(partition: i32, store: Arc<Store>, max_value_bytes: usize) -> Self {
-        Task {
+    pub fn new(
+        partition: i32,
+        store: Arc<Store>,
+        max_value_bytes: usize,
+        windows: Option<WindowSpec>,
+    ) -> Result<Self, TaskError> {
+        let windows = match windows {
+            Some(spec) => Some(WindowTask::new(spec, partition, store.clone())?),
+            None => None,
+        };
+        Ok(Task {
             partition,
             store,
             overlay: HashMap::new(),
             overlay_epoch: None,
             pending_offset: None,
             max_value_bytes,
-        }
+            windows,
+        })
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -111,6 +127,12 @@ impl Task {
             work.counted += 1;
         }
         self.overlay.insert(key.into(), state);
+        if let Some(windows) = &mut self.windows {
+            if windows.process(record, key, outcome, sink)? == Windowed::Late {
+                work.dead_lettered += 1;
+                work.late += 1;
+            }
+        }
         Ok(Processed::Applied(outcome))
     }
 
@@ -123,23 +145,51 @@ impl Task {
         Ok(())
     }
 
-    /// Writes the overlay to RocksDB after Kafka committed it. `checkpoint` is the changelog
-    /// offset after this transaction's last record for the partition.
-    pub fn committed(&mut self, checkpoint: Option<u64>) -> Result<(), TaskError> {
-        if let Some(checkpoint) = checkpoint {
+    /// Last writes of the open transaction, just before it commits (closed and expired
+    /// windows, the stream clock).
+    pub fn before_commit(&mut self, sink: &Sink) -> Result<(), TaskError> {
+        match &mut self.windows {
+            Some(windows) => windows.before_commit(sink),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the overlays to RocksDB after Kafka committed them. `checkpoint` and
+    /// `windows_checkpoint` are each changelog's offset after this transaction's last record
+    /// for the partition (`None`: the transaction wrote none there).
+    pub fn committed(
+        &mut self,
+        checkpoint: Option<u64>,
+        windows_checkpoint: Option<u64>,
+    ) -> Result<(), TaskError> {
+        let windows = self.windows.as_ref().map(|w| w.commit(windows_checkpoint));
+        let windows_changed = windows
+            .as_ref()
+            .is_some_and(|w| w.checkpoint.is_some() || w.clock.is_some());
+        if checkpoint.is_some() || windows_changed {
             let changes = self.overlay.iter().map(|(key, state)| Change {
                 key: key.as_bytes(),
                 state,
             });
-            self.store.commit(changes, self.overlay_epoch, checkpoint)?;
+            self.store
+                .commit_with(changes, self.overlay_epoch, checkpoint, windows.as_ref())?;
+        }
+        drop(windows);
+        if let Some(windows) = &mut self.windows {
+            windows.committed();
         }
         self.clear();
         Ok(())
     }
 
-    /// Drops the uncommitted work (abort).
-    pub fn rollback(&mut self) {
+    /// Drops the uncommitted work (abort). Also after a recovery caught the store up with
+    /// the changelogs, so the stream clock is read from the store again.
+    pub fn rollback(&mut self) -> Result<(), TaskError> {
         self.clear();
+        if let Some(windows) = &mut self.windows {
+            windows.rollback()?;
+        }
+        Ok(())
     }
 
     fn clear(&mut self) {

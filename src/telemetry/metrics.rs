@@ -43,6 +43,11 @@ const THREAD_COUNTERS: &[(&str, &str, Counter)] = &[
         |t| &t.records_dead_lettered,
     ),
     (
+        "hello_streams_late_records_total",
+        "records dead-lettered because their window had closed (Kafka Streams: dropped-records for late records)",
+        |t| &t.records_late,
+    ),
+    (
         "hello_streams_replayed_records_skipped_total",
         "records at or below a key's last applied offset, skipped",
         |t| &t.records_skipped_replayed,
@@ -125,6 +130,7 @@ pub struct ThreadMetrics {
     pub hellos_counted: AtomicU64,
     pub records_dead_lettered: AtomicU64,
     pub records_skipped_replayed: AtomicU64,
+    pub records_late: AtomicU64,
     pub commits: AtomicU64,
     pub aborts: AtomicU64,
     pub punctuations: AtomicU64,
@@ -142,6 +148,8 @@ pub struct Uncommitted {
     pub counted: u64,
     pub dead_lettered: u64,
     pub skipped_replayed: u64,
+    /// Records the window store refused as late (also counted as dead-lettered).
+    pub late: u64,
     /// The input records' timestamps (ms), for the end-to-end latency at commit.
     timestamps: Vec<i64>,
 }
@@ -160,6 +168,7 @@ impl Uncommitted {
         self.counted = 0;
         self.dead_lettered = 0;
         self.skipped_replayed = 0;
+        self.late = 0;
         self.timestamps.clear();
     }
 }
@@ -357,6 +366,7 @@ impl ThreadMetrics {
             hellos_counted: AtomicU64::new(0),
             records_dead_lettered: AtomicU64::new(0),
             records_skipped_replayed: AtomicU64::new(0),
+            records_late: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             aborts: AtomicU64::new(0),
             punctuations: AtomicU64::new(0),
@@ -378,6 +388,7 @@ impl ThreadMetrics {
         add(&self.hellos_counted, work.counted);
         add(&self.records_dead_lettered, work.dead_lettered);
         add(&self.records_skipped_replayed, work.skipped_replayed);
+        add(&self.records_late, work.late);
         if !work.timestamps.is_empty() {
             let mut counts = vec![0u64; self.end_to_end.buckets()];
             let mut sum_micros = 0u64;

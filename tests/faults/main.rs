@@ -8,7 +8,7 @@
 //! (`common::verify_queries`), and the dead-letter topic holds exactly the injected poison.
 //! Each case prints `FAULT-CASE <name> <result> <seconds>s <records verified>`.
 //!
-//! Case names start with their number (`c01_` ... `c17_`) so filters can pick them;
+//! Case names start with their number (`c01_` ... `c18_`) so filters can pick them;
 //! `campaign::campaign_schedule` (ignored unless asked for) is one schedule of the seeded
 //! fault campaign (`scripts/faults --campaign`).
 
@@ -25,3 +25,4 @@ mod group;
 mod overlap;
 mod proxy;
 mod state;
+mod windows;

@@ -144,6 +144,8 @@ pub struct App {
     pub input: String,
     pub output: String,
     pub dlq: String,
+    /// The window output topic (`topics.windows`).
+    pub windows: String,
     pub partitions: i32,
     pub state_root: PathBuf,
     _tmp: std::sync::Arc<tempfile::TempDir>,
@@ -157,6 +159,7 @@ impl App {
             input: format!("{id}-events"),
             output: format!("{id}-counts"),
             dlq: format!("{id}-dlq"),
+            windows: format!("{id}-windows"),
             partitions,
             state_root: tmp.path().to_owned(),
             id,
@@ -166,6 +169,10 @@ impl App {
 
     pub fn changelog(&self) -> String {
         format!("{}-hello-store-changelog", self.id)
+    }
+
+    pub fn windows_changelog(&self) -> String {
+        format!("{}-hello-windows-changelog", self.id)
     }
 
     /// A state directory per instance, as separate machines would have.
@@ -263,6 +270,7 @@ impl DaemonBuilder {
             format!("topics.input={}", app.input),
             format!("topics.output={}", app.output),
             format!("topics.dlq={}", app.dlq),
+            format!("topics.windows={}", app.windows),
             format!("topics.partitions={}", app.partitions),
             "kafka.session_timeout_ms=6000".to_owned(),
             "log.filter=info".to_owned(),
@@ -536,6 +544,21 @@ pub fn split_response(response: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The real `redis-cli` against a RESP port; its trimmed stdout.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli (apt-get install redis-tools)");
+    assert!(
+        output.status.success(),
+        "redis-cli {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 // ---- producing ----
@@ -982,6 +1005,7 @@ pub fn drill(app: &App, instance: &str, extra: &[&str]) -> String {
         .args(["--set", &format!("topics.input={}", app.input)])
         .args(["--set", &format!("topics.output={}", app.output)])
         .args(["--set", &format!("topics.dlq={}", app.dlq)])
+        .args(["--set", &format!("topics.windows={}", app.windows)])
         .args(extra)
         .env_remove("RUST_LOG")
         .stdin(std::process::Stdio::null())
@@ -1017,4 +1041,181 @@ pub fn plain(text: &str) -> String {
         }
     }
     out
+}
+
+// ---- windows ----
+
+/// The window settings every test daemon runs with (the defaults of `[windows]`).
+pub const WINDOW_SIZE_MS: i64 = 60_000;
+pub const WINDOW_GRACE_MS: i64 = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WindowExpected {
+    pub hellos: u64,
+    pub events: u64,
+}
+
+/// Windows per (key, window start), and the number of late records, from the committed
+/// output: per input partition in offset order, stream time is the largest event timestamp
+/// seen, and an event whose window ended `grace_ms` or more before it is late. Written apart
+/// from the crate's window code on purpose; the output it reads is checked against the
+/// event model by [`verify`] first.
+pub fn window_model(
+    output: &[serde_json::Value],
+    size_ms: i64,
+    grace_ms: i64,
+) -> (BTreeMap<(String, i64), WindowExpected>, usize) {
+    let mut by_source: Vec<&serde_json::Value> = output.iter().collect();
+    by_source.sort_by_key(|v| {
+        (
+            v["sourcePartition"].as_i64().unwrap(),
+            v["sourceOffset"].as_i64().unwrap(),
+        )
+    });
+    let mut stream_time: HashMap<i64, i64> = HashMap::new();
+    let mut windows: BTreeMap<(String, i64), WindowExpected> = BTreeMap::new();
+    let mut late = 0;
+    for v in by_source {
+        let partition = v["sourcePartition"].as_i64().unwrap();
+        let timestamp = v["eventTimestamp"].as_i64().unwrap();
+        let time = stream_time.entry(partition).or_insert(i64::MIN);
+        *time = (*time).max(timestamp);
+        let start = timestamp - timestamp.rem_euclid(size_ms);
+        if start + size_ms <= *time - grace_ms {
+            late += 1;
+            continue;
+        }
+        let window = windows
+            .entry((v["key"].as_str().unwrap().to_owned(), start))
+            .or_default();
+        window.events += 1;
+        if v["outcome"] == "counted" {
+            window.hellos += 1;
+        }
+    }
+    (windows, late)
+}
+
+/// The committed output, one record per input offset (the first, if repeated).
+pub fn distinct_output(app: &App) -> Vec<serde_json::Value> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for record in read_topic(&app.output, "read_committed") {
+        let v: serde_json::Value =
+            serde_json::from_slice(record.value.as_deref().unwrap_or_default()).expect("output");
+        if seen.insert((v["sourcePartition"].as_i64(), v["sourceOffset"].as_i64())) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// The exact window checks, after [`verify`] passed: the window model from the committed
+/// output against (1) `hello-windows`, where each window's updates count its events 1, 2, 3...
+/// with none missing or repeated and the last equals the model; (2) the window changelog's
+/// last value per window; (3) `GET /v1/windows/{key}` for every key; (4) the late records in
+/// the dead-letter topic. Returns the number of windows checked.
+pub fn verify_windows(app: &App, port: u16) -> usize {
+    let (model, late) = window_model(&distinct_output(app), WINDOW_SIZE_MS, WINDOW_GRACE_MS);
+    let mut updates: BTreeMap<(String, i64), Vec<(u64, u64)>> = BTreeMap::new();
+    for record in read_topic(&app.windows, "read_committed") {
+        let v: serde_json::Value =
+            serde_json::from_slice(record.value.as_deref().unwrap_or_default()).expect("window");
+        let key = (
+            v["key"].as_str().unwrap().to_owned(),
+            v["windowStart"].as_i64().unwrap(),
+        );
+        assert_eq!(
+            v["windowEnd"].as_i64(),
+            Some(key.1 + WINDOW_SIZE_MS),
+            "window end: {v}"
+        );
+        updates
+            .entry(key)
+            .or_default()
+            .push((v["hellos"].as_u64().unwrap(), v["events"].as_u64().unwrap()));
+    }
+    for (window, want) in &model {
+        let got = updates
+            .get(window)
+            .unwrap_or_else(|| panic!("no update of window {window:?} on {}", app.windows));
+        let events: Vec<u64> = got.iter().map(|(_, e)| *e).collect();
+        let counting: Vec<u64> = (1..=want.events).collect();
+        assert_eq!(
+            events, counting,
+            "updates of window {window:?}: each event once, in order"
+        );
+        let (hellos, events) = *got.last().unwrap();
+        assert_eq!(
+            WindowExpected { hellos, events },
+            *want,
+            "last update of window {window:?}"
+        );
+    }
+    assert_eq!(updates.len(), model.len(), "windows on {}", app.windows);
+
+    let mut last: BTreeMap<(String, i64), Option<hello_streams::windows::WindowCounts>> =
+        BTreeMap::new();
+    for record in read_topic(&app.windows_changelog(), "read_committed") {
+        let key = record.key.unwrap_or_default();
+        let Some((entity, start)) = hello_streams::windows::split_window_key(&key) else {
+            continue; // the stream clock
+        };
+        let value = record
+            .value
+            .map(|v| hello_streams::windows::decode_counts(&v).expect("window changelog value"));
+        last.insert((String::from_utf8(entity.to_vec()).unwrap(), start), value);
+    }
+    for (window, want) in &model {
+        let got = last
+            .get(window)
+            .copied()
+            .flatten()
+            .unwrap_or_else(|| panic!("window changelog has no {window:?}"));
+        assert_eq!(
+            (got.hellos, got.events),
+            (want.hellos, want.events),
+            "window changelog value of {window:?}"
+        );
+    }
+
+    let mut per_key: BTreeMap<&str, Vec<(i64, WindowExpected)>> = BTreeMap::new();
+    for ((key, start), want) in &model {
+        per_key.entry(key).or_default().push((*start, *want));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (key, want) in &per_key {
+        let path = format!("/v1/windows/{key}?from={}&to={}", i64::MIN, i64::MAX);
+        let (status, body) = loop {
+            let (status, body) = http_get(port, &path).expect("window query");
+            if status != 503 || Instant::now() > deadline {
+                break (status, body);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(status, 200, "GET {path}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let got: Vec<(i64, WindowExpected)> = v["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                (
+                    w["start"].as_i64().unwrap(),
+                    WindowExpected {
+                        hellos: w["hellos"].as_u64().unwrap(),
+                        events: w["events"].as_u64().unwrap(),
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(&got, want, "GET {path}");
+    }
+
+    let late_letters = read_topic(&app.dlq, "read_committed")
+        .iter()
+        .filter(|r| r.headers.get("error.kind").map(String::as_str) == Some("late"))
+        .count();
+    assert_eq!(late_letters, late, "late records in {}", app.dlq);
+    model.len()
 }

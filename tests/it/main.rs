@@ -4,6 +4,7 @@
 mod cli;
 #[allow(dead_code)] // shared with tests/faults, which uses more of it
 mod common;
+mod dashboard;
 mod dead_letters;
 mod hostile;
 mod processing;
@@ -18,3 +19,4 @@ mod scaling;
 mod security;
 mod startup;
 mod tls;
+mod windows;

@@ -1,23 +1,8 @@
 //! Interactive queries over HTTP and the Redis protocol after a real run.
 
-use std::process::Command;
 use std::time::Duration;
 
 use crate::common::*;
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let output = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli (apt-get install redis-tools)");
-    assert!(
-        output.status.success(),
-        "redis-cli {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
 
 #[test]
 fn http_and_resp_answer_what_the_fold_predicts() {

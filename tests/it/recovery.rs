@@ -24,6 +24,8 @@ fn kill_9_during_a_run_loses_and_duplicates_nothing() {
     let verified = verify(&app, &events, Duration::from_secs(120));
     println!("verified {verified} records after 3 kill -9 restarts");
     verify_queries(daemon.http_port, &events);
+    let windows = verify_windows(&app, daemon.http_port);
+    println!("{windows} windows exact");
     // No transaction left open: both isolation levels end at the same place.
     let committed_end = read_topic(&app.output, "read_committed").len();
     let uncommitted = read_topic(&app.output, "read_uncommitted").len();
@@ -47,6 +49,7 @@ fn a_wiped_state_directory_is_rebuilt_from_the_changelog() {
     let mut daemon = app.daemon("a").start();
     daemon.wait_ready(Duration::from_secs(60));
     verify_queries(daemon.http_port, &events);
+    verify_windows(&app, daemon.http_port);
     let restored = daemon.metric("hello_streams_restore_total");
     assert!(
         restored >= 100.0,

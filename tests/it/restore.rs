@@ -198,8 +198,8 @@ fn at_least_once_restore_holds_back_states_of_input_that_will_be_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let limits = RestoreLimits {
-        until: None,
         replay_from: Some(102),
+        ..RestoreLimits::default()
     };
     let report = restorer
         .restore_with(

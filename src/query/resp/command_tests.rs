@@ -159,7 +159,7 @@ async fn server_commands_satisfy_redis_tools() {
         &mut client,
         &[
             ("INFO keyspace", "$12\r\n# Keyspace\r\n\r\n"),
-            ("COMMAND COUNT", ":16\r\n"),
+            ("COMMAND COUNT", ":17\r\n"),
             ("COMMAND DOCS", "*0\r\n"),
             ("COMMAND INFO get nope", get_info),
             ("HELLO", hello),
