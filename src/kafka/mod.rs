@@ -97,14 +97,13 @@ pub fn reader_config(config: &Config) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         // Readers stop at end-of-partition: waiting for more data there only delays them.
         .set("fetch.wait.max.ms", "10")
-        // Once its queue held queued.min.messages, librdkafka waited fetch.queue.backoff.ms
-        // (1 s) before fetching again, though a restore drains the queue in a fraction of
-        // that: each partition's replay stalled ~0.7 s at its end. With 10 ms the drill
-        // replays 1,000,000 records in 1.2 s instead of 6.5 s.
+        // Once its queue holds queued.min.messages, librdkafka waits fetch.queue.backoff.ms
+        // (1 s by default) before fetching again, though a restore drains the queue in a
+        // fraction of that and then sits idle (BENCHMARKS.md, "Why the code is the way it is").
         .set("fetch.queue.backoff.ms", "10")
-        // Enough prefetch to replay at ~0.7 M records/s, bounded: with librdkafka's defaults
-        // (64 MB and 100,000 records queued per partition) restoring six partitions at once
-        // peaked at ~420 MiB RSS.
+        // Enough prefetch for a fast replay, bounded: librdkafka's default queues, per
+        // partition, add up when several partitions restore at once (BENCHMARKS.md, "Why the
+        // code is the way it is").
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "2097152")
         .set("queued.max.messages.kbytes", "8192")

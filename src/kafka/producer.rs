@@ -208,11 +208,9 @@ impl Producer {
             .set("partitioner", "murmur2_random");
         for (key, default) in [
             // Records only become visible when their transaction commits, and the commit's
-            // flush sends at once whatever lingers, so lingering costs no latency (probe at
-            // 5,000 events/s: p50 70 ms with 5 ms, 71 ms with 0) and batches more per request:
-            // hello-streams-bench 1M/1M 101-102k -> 138-154k events/s, daemon CPU 10.5 ->
-            // 7.3 s. (An earlier measurement that favoured 0 was rdkafka's 100 ms flush
-            // slices, see `wait_delivered`.) 20 and 100 ms were no faster and held more memory.
+            // flush sends at once whatever lingers, so lingering costs no latency and batches
+            // more per request; longer lingers were no faster and held more memory
+            // (BENCHMARKS.md, "Why the code is the way it is").
             ("linger.ms", "5"),
             ("batch.size", "1000000"),
             ("queue.buffering.max.messages", "1000000"),
@@ -364,10 +362,10 @@ impl Producer {
 
     /// Waits until every queued record is delivered and its report handled. rdkafka's own
     /// `flush` (also called by its `commit_transaction`) waits in 100 ms `poll` slices that
-    /// always run to their end, so a commit with records still in flight took >= 100 ms: one
-    /// commit in six at 5,000 events/s, which put end-to-end p50 at ~90 ms and p90 at ~200 ms.
-    /// librdkafka's own flush, while the producer's polling thread serves the delivery
-    /// reports, returns as soon as the last one is handled.
+    /// always run to their end, so a commit with records still in flight took >= 100 ms
+    /// (BENCHMARKS.md, "Why the code is the way it is"). librdkafka's own flush, while the
+    /// producer's polling thread serves the delivery reports, returns as soon as the last one
+    /// is handled.
     fn wait_delivered(&self) -> Result<(), KafkaError> {
         let timeout_ms = i32::try_from(self.timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: the handle is owned by `self.inner` and outlives the call; rd_kafka_flush is

@@ -1,11 +1,10 @@
 //! A bounded in-memory copy of committed states that queries have asked for.
 //!
-//! A RocksDB point lookup costs about half a microsecond even from the memtable, which is
-//! most of what a RESP `GET` spends in the server. Queries tend to ask for the same keys
-//! again, so the query path keeps the states it read here, and every commit refreshes the
-//! entries it changes. It holds committed state only (it is filled from the store and
-//! refreshed after a commit is written), so a read through it returns exactly what a read of
-//! the store would.
+//! A RocksDB point lookup, even from the memtable, is most of what a RESP `GET` spends in the
+//! server. Queries tend to ask for the same keys again, so the query path keeps the states it
+//! read here, and every commit refreshes the entries it changes. It holds committed state only
+//! (it is filled from the store and refreshed after a commit is written), so a read through it
+//! returns exactly what a read of the store would.
 //!
 //! Only reads fill it: a workload nobody queries pays one hash probe per committed change and
 //! no memory. Full shards are emptied rather than evicted entry by entry: simple, O(1)
@@ -13,8 +12,8 @@
 //!
 //! Keys live inside the entries (up to [`INLINE_KEY`] bytes; longer keys are not cached), so
 //! a probe touches one bucket instead of chasing a pointer to a boxed key, and a fill does
-//! not allocate. The hasher is seeded (keys come from clients) but much cheaper than SipHash;
-//! with both, the RESP server's CPU per pipelined GET fell from 0.80 to ~0.6 µs, below Redis.
+//! not allocate. The hasher is seeded (keys come from clients) but much cheaper than SipHash
+//! (BENCHMARKS.md, "Why the code is the way it is").
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -88,8 +87,8 @@ pub struct Ticket {
 impl StateCache {
     /// A cache sized for `capacity` keys. Each shard may hold a quarter more than its even
     /// share: keys never spread evenly over the shards, and without the headroom a cache
-    /// sized to the keyspace kept emptying its fullest shards (measured: 87% hits at 100,000
-    /// keys in a 100,000-entry budget, 100% with the headroom).
+    /// sized to the keyspace kept emptying its fullest shards (BENCHMARKS.md, "Why the code is
+    /// the way it is").
     pub fn new(capacity: usize) -> StateCache {
         let share = capacity.div_ceil(SHARDS);
         // A seed of its own for the maps: with the shard hasher's, every key of a shard

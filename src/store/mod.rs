@@ -122,10 +122,9 @@ pub struct Store {
     cache: Option<StateCache>,
 }
 
-/// Memory every store of the process shares, so it stays the same however many partitions
-/// an instance owns. Before, a 32 MB cache and 4 MB x 2 memtables per store (~80 MB with six
-/// partitions); with these budgets peak RSS fell from ~114 to ~102 MB at the same throughput
-/// (hello-streams-bench, 1M events over 1M keys). Hot keys for queries have their own cache.
+/// Memory every store of the process shares, so it stays the same however many partitions an
+/// instance owns (BENCHMARKS.md, "Why the code is the way it is"). Hot keys for queries have
+/// their own cache.
 const BLOCK_CACHE_BYTES: usize = 8 << 20;
 const MEMTABLE_BUDGET_BYTES: usize = 8 << 20;
 
@@ -159,9 +158,10 @@ fn column_families() -> Vec<ColumnFamilyDescriptor> {
 
 fn options() -> Options {
     // After a crash, open replays the WAL into memtables and by default flushes them to new
-    // SSTs before returning, which made reopening after kill -9 take ~0.1-0.2 s per store.
-    // Keeping them as memtables (the WAL stays until the next flush) makes recovery cheap.
-    // The rocksdb crate has no setter for this option; the string form is RocksDB's own.
+    // SSTs before returning, which slows every reopen after kill -9. Keeping them as memtables
+    // (the WAL stays until the next flush) makes recovery cheap (BENCHMARKS.md, "Why the code
+    // is the way it is"). The rocksdb crate has no setter for this option; the string form is
+    // RocksDB's own.
     let mut options = Options::default()
         .get_options_from_string(RECOVERY_OPTIONS)
         .unwrap_or_default();
@@ -174,9 +174,8 @@ fn options() -> Options {
     // Values are ~30 bytes of varints and keys short: LZ4 saved little space and cost the
     // stream thread a decompression on every block-cache miss (Kafka Streams' stores are
     // uncompressed too). Most lookups are for keys the memtable does not hold; a whole-key
-    // bloom filter answers those without walking the skip list. Together: 171-176k ->
-    // 191-197k events/s, 6.1-6.4 -> 5.6 CPU s, peak RSS +8 MB (bench/driver/run --systems hs,
-    // 1M events over 1M keys, 3 runs each).
+    // bloom filter answers those without walking the skip list (BENCHMARKS.md, "Why the code
+    // is the way it is").
     options.set_compression_type(rocksdb::DBCompressionType::None);
     options.set_memtable_prefix_bloom_ratio(0.1);
     options.set_memtable_whole_key_filtering(true);
