@@ -1178,6 +1178,23 @@ mod tests {
             threads.contains("app.stream_threads") && threads.contains("from 1 to 64"),
             "{threads}"
         );
+        let retention = load_with(None, &[], &["windows.retention_ms=60000"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            retention.contains("windows.retention_ms") && retention.contains("fix:"),
+            "{retention}"
+        );
+        let emit = load_with(None, &[], &["windows.emit=sometimes"])
+            .unwrap_err()
+            .to_string();
+        assert!(emit.contains("windows.emit"), "{emit}");
+        let off = load_with(None, &[], &["windows.enabled=false"]).unwrap();
+        assert_eq!(off.windows, None);
+        let topics = load_with(None, &[], &["topics.windows=hello-counts"])
+            .unwrap_err()
+            .to_string();
+        assert!(topics.contains("four different topics"), "{topics}");
         let syntax = load_with(Some("[app\n"), &[], &[]).unwrap_err().to_string();
         assert!(syntax.contains("line 1"), "{syntax}");
         let guarantee = load_with(None, &[], &["app.processing_guarantee=twice"])

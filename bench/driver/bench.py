@@ -495,8 +495,9 @@ def summarize(runs: list[dict]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
-    ap.add_argument("--systems", default="hs,ks,ksp",
-                    help="comma-separated, in run order: hs (hello-streams), ks (Kafka Streams, exactly_once_v2 + "
+    ap.add_argument("--systems", default="hs,ks,ksp,hsw",
+                    help="comma-separated, in run order: hs (hello-streams, windows off: the same work as Kafka "
+                         "Streams), hsw (hello-streams with its windowed fold on), ks (Kafka Streams, exactly_once_v2 + "
                          "transactional state stores, classic group protocol), ksp (the same with "
                          "group.protocol=streams, KIP-1071)")
     ap.add_argument("--rounds", type=int, default=1, help="runs per system, alternating (default 1)")
@@ -553,6 +554,8 @@ def main() -> int:
     suts: dict[str, SystemUnderTest] = {
         "hs": HelloStreams(args.bootstrap_servers, args.partitions, Path(args.hs_bin), args.threads,
                            args.hs_log_filter, args.hs_set),
+        "hsw": HelloStreams(args.bootstrap_servers, args.partitions, Path(args.hs_bin), args.threads,
+                            args.hs_log_filter, args.hs_set, windows=True),
         "ks": KafkaStreamsReference(args.bootstrap_servers, args.partitions, Path(args.ks_build_dir),
                                     args.threads, args.ks_java_opts.split(), args.ks_log_level, "classic", REPO),
         "ksp": KafkaStreamsReference(args.bootstrap_servers, args.partitions, Path(args.ks_build_dir),
@@ -560,7 +563,7 @@ def main() -> int:
     }
     order = [s.strip() for s in args.systems.split(",") if s.strip()]
     if not order or any(s not in suts for s in order):
-        ap.error("--systems takes hs, ks and/or ksp")
+        ap.error("--systems takes hs, hsw, ks and/or ksp")
 
     lat_events = args.latency_rate * args.latency_seconds
     total = args.events + lat_events + args.crash_events

@@ -12,8 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
-COLORS = {"hs": "#d2691e", "ks": "#4a6fa5", "ksp": "#6a9f58"}
-NAMES = {"hs": "hello-streams", "ks": "Kafka Streams", "ksp": "Kafka Streams (streams protocol)"}
+COLORS = {"hs": "#d2691e", "hsw": "#8b4513", "ks": "#4a6fa5", "ksp": "#6a9f58"}
+NAMES = {"hs": "hello-streams", "hsw": "hello-streams + windows", "ks": "Kafka Streams",
+         "ksp": "Kafka Streams (streams protocol)"}
 KS = ("ks", "ksp")  # the Kafka Streams rows hello-streams is compared with
 
 
@@ -101,6 +102,7 @@ SETTINGS = [  # (label, describe() key or a function of it)
                                                   if d.get("kafka_streams_jar") else "")
                                                if d.get("kafka_streams") else None)),
     ("processing guarantee", lambda d: d.get("processing_guarantee")),
+    ("windows", lambda d: d.get("windows", "none (the key/value fold only)")),
     ("transactional state stores", lambda d: ("yes" if d["transactional_state_stores"] else "no")
      if "transactional_state_stores" in d else ("n/a (state and offsets commit together)" if "binary" in d else None)),
     ("group protocol", lambda d: d.get("group_protocol")),

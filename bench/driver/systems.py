@@ -221,16 +221,22 @@ class HelloStreams(SystemUnderTest):
     short = "hs"
 
     def __init__(self, bootstrap: str, partitions: int, binary: Path, threads: int, log_filter: str = "warn",
-                 settings: list[str] | None = None):
+                 settings: list[str] | None = None, windows: bool = False):
         super().__init__(bootstrap, partitions)
-        self.settings = settings or []
+        # The comparison with Kafka Streams runs the same work on both sides, the key/value fold;
+        # the windowed fold (a second store, changelog and output record per event) is its own row.
+        self.windows = windows
+        if windows:
+            self.name, self.short = "hello-streams + windows", "hsw"
+        self.settings = [f"windows.enabled={str(windows).lower()}", *(settings or [])]
         self.binary = binary
         self.threads = threads
         self.log_filter = log_filter
 
     def internal_topics(self, app_id: str) -> list[str]:
-        # The changelog and the compacted topic where instances announce their partitions.
-        return [self.changelog(app_id), f"{app_id}-owners"]
+        # The changelogs and the compacted topic where instances announce their partitions.
+        windows = [f"{app_id}-hello-windows-changelog"] if self.windows else []
+        return [self.changelog(app_id), *windows, f"{app_id}-owners"]
 
     def describe(self) -> dict:
         version = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True).stdout.strip()
@@ -239,6 +245,8 @@ class HelloStreams(SystemUnderTest):
                 "commit_interval_ms": 100, "commit_when_idle": idle,
                 "commit": "as soon as caught up with the input, at most every 100 ms" if idle else "every 100 ms",
                 "settings": self.settings, "stream_threads": self.threads, "state_store": "RocksDB + changelog",
+                "windows": ("1-minute tumbling windows by event time: a second store, changelog and output record "
+                            "per event") if self.windows else "off (the same work as Kafka Streams: the key/value fold)",
                 "group_protocol": "own partition ownership (compacted <app>-owners topic), classic consumer group "
                                   "for the input", "session_timeout_ms": 10000,
                 "dlq": "own (dead letter written in the transaction of its input offset)", "cache": "read cache "
