@@ -136,7 +136,9 @@ pub struct HttpAuth {
 impl HttpAuth {
     /// Whether the `Authorization` header value lets a request for `path` through.
     pub fn allows(&self, path: &str, authorization: Option<&[u8]>) -> bool {
-        if !self.token.is_set() || matches!(path, "/healthz" | "/readyz") {
+        // `/` is the dashboard: a static page with no data in it, which a browser cannot ask
+        // for with a header; its own API calls send the token it reads from `#token=`.
+        if !self.token.is_set() || matches!(path, "/" | "/healthz" | "/readyz") {
             return true;
         }
         if path == "/metrics" && !self.metrics_need_token {
@@ -192,6 +194,7 @@ mod tests {
             metrics_need_token: false,
         };
         assert!(auth.allows("/healthz", None) && auth.allows("/readyz", None));
+        assert!(auth.allows("/", None), "the dashboard page itself is open");
         assert!(auth.allows("/metrics", None));
         assert!(!auth.allows("/v1/state/a", None));
         assert!(!auth.allows("/v1/state/a", Some(b"Bearer nope")));
