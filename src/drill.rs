@@ -109,7 +109,7 @@ pub fn run(config: &Config, options: &DrillOptions) -> Result<Vec<PartitionRepor
             let store = if options.scratch.is_some() {
                 Store::open_read_only(&live)?
             } else {
-                Store::open(&live)?
+                Store::open_for(&live, config.windows.is_some())?
             };
             let checkpoints = (
                 store.checkpoint()?.unwrap_or(0),
@@ -123,7 +123,7 @@ pub fn run(config: &Config, options: &DrillOptions) -> Result<Vec<PartitionRepor
             None => live.clone(),
         };
         Store::wipe(&target)?;
-        let rebuilt = Store::open(&target)?;
+        let rebuilt = Store::open_for(&target, config.windows.is_some())?;
         let progress = RestoreProgress::default();
         let done = AtomicBool::new(false);
         let started = Instant::now();

@@ -95,7 +95,7 @@ impl RestoreJob {
                 Metrics::inc(&self.metrics.stores_rebuilt);
                 drop(store);
                 Store::wipe(&path)?;
-                store = Store::open(&path)?;
+                store = Store::open_for(&path, self.config.windows.is_some())?;
                 restorer.restore_with(&store, self.partition, limits, &self.progress, cancel)?
             }
             other => other?,
@@ -187,7 +187,7 @@ impl RestoreJob {
             if self.cancel.cancelled() {
                 return Err(RestoreError::Cancelled);
             }
-            let error = match Store::open(path) {
+            let error = match Store::open_for(path, self.config.windows.is_some()) {
                 Ok(store) => return Ok(store),
                 Err(error) => error,
             };
@@ -199,7 +199,7 @@ impl RestoreJob {
                     tracing::warn!(partition = self.partition, path = %path.display(), %error, cause = ?std::error::Error::source(&error).map(|s| s.to_string()), "state store is corrupt, rebuilding it from the changelog");
                     Metrics::inc(&self.metrics.stores_rebuilt);
                     Store::wipe(path)?;
-                    return Ok(Store::open(path)?);
+                    return Ok(Store::open_for(path, self.config.windows.is_some())?);
                 }
                 _ => return Err(error.into()),
             }

@@ -149,9 +149,20 @@ const RECOVERY_OPTIONS: &str = "avoid_flush_during_recovery=true";
 const WINDOWS_CF: &str = "windows";
 const WINDOW_INDEX_CF: &str = "window-index";
 
-fn column_families() -> Vec<ColumnFamilyDescriptor> {
-    [WINDOWS_CF, WINDOW_INDEX_CF]
+/// The column families to open: the window ones when `windows` (created if missing), and any
+/// the store already has (RocksDB opens all or nothing). A store without windows has none: an
+/// empty family pins the oldest WAL file, so every WAL the store wrote stayed on disk and
+/// RocksDB kept forcing flushes to free them.
+fn column_families(path: &Path, windows: bool) -> Vec<ColumnFamilyDescriptor> {
+    let mut names: Vec<String> = DB::list_cf(&options(), path).unwrap_or_default();
+    if windows {
+        names.extend([WINDOWS_CF.to_owned(), WINDOW_INDEX_CF.to_owned()]);
+    }
+    names.sort();
+    names.dedup();
+    names
         .into_iter()
+        .filter(|name| name != rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
         .map(|name| ColumnFamilyDescriptor::new(name, options()))
         .collect()
 }
@@ -192,19 +203,24 @@ fn options() -> Options {
 }
 
 impl Store {
-    /// Opens (creating if missing) the store at `path`.
+    /// Opens (creating if missing) the store at `path`, without the window store.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_for(path, false)
+    }
+
+    /// Opens (creating if missing) the store at `path`, with the window store when `windows`.
+    pub fn open_for(path: &Path, windows: bool) -> Result<Store, StoreError> {
         std::fs::create_dir_all(path).map_err(|source| StoreError::CreateDir {
             path: path.to_owned(),
             source,
         })?;
-        let db =
-            DB::open_cf_descriptors(&options(), path, column_families()).map_err(|source| {
-                StoreError::Open {
-                    path: path.to_owned(),
-                    source,
-                }
-            })?;
+        let families = column_families(path, windows);
+        let db = DB::open_cf_descriptors(&options(), path, families).map_err(|source| {
+            StoreError::Open {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
         Self::from_db(db, path)
     }
 

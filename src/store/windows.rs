@@ -246,7 +246,7 @@ mod tests {
     #[test]
     fn windows_commit_with_the_states_and_read_by_key_and_time() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open_for(dir.path(), true).unwrap();
         let (one, two) = (counts(1), counts(2));
         let commit = WindowCommit {
             writes: vec![
@@ -321,7 +321,7 @@ mod tests {
     #[test]
     fn a_restore_applies_tombstones_as_deletes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open_for(dir.path(), true).unwrap();
         let key = layout::window_key(b"carol", 120_000);
         let value = layout::encode_counts(&counts(3));
         let clock = layout::encode_clock(&StreamClock {
