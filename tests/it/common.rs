@@ -446,6 +446,34 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     Ok(split_response(&response))
 }
 
+/// A GET with an optional bearer token: (status, head, body).
+pub fn http_get_with(port: u16, path: &str, token: Option<&str>) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("http connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("GET {path}: no response: {response:?}"));
+    (
+        split_response(&response).0,
+        head.to_owned(),
+        body.to_owned(),
+    )
+}
+
 /// A TLS connection to 127.0.0.1:port that trusts only the CA in `ca` (PEM).
 pub fn tls_connect(
     port: u16,
@@ -611,6 +639,23 @@ pub fn produce(topic: &str, records: &[RawRecord]) {
     let producer = producer();
     for (key, value) in records {
         send(&producer, topic, key.as_deref(), value.as_deref());
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("flush test producer");
+}
+
+/// Produces `(key, value, timestamp ms)` in order and waits until all are acknowledged.
+pub fn produce_at<K: AsRef<str>, V: AsRef<str>>(topic: &str, records: &[(K, V, i64)]) {
+    let producer = producer();
+    for (key, value, timestamp) in records {
+        let record = BaseRecord::to(topic)
+            .key(key.as_ref().as_bytes())
+            .payload(value.as_ref().as_bytes())
+            .timestamp(*timestamp);
+        producer
+            .send(record)
+            .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
     }
     producer
         .flush(Duration::from_secs(30))

@@ -4,14 +4,11 @@
 //! the JSON API answers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::producer::{BaseRecord, Producer};
 use serde_json::Value;
 
 use crate::common::*;
@@ -295,19 +292,11 @@ fn feed(app: &App, size: i64) -> Vec<(i64, String, String)> {
             events.push((ts, key.to_owned(), value.to_owned()));
         }
     }
-    let producer = producer();
-    for (ts, key, value) in &events {
-        let record = BaseRecord::to(&app.input)
-            .key(key.as_bytes())
-            .payload(value.as_bytes())
-            .timestamp(*ts);
-        producer
-            .send(record)
-            .unwrap_or_else(|(e, _)| panic!("produce: {e}"));
-    }
-    producer
-        .flush(Duration::from_secs(30))
-        .expect("flush test producer");
+    let timed: Vec<(&str, &str, i64)> = events
+        .iter()
+        .map(|(ts, key, value)| (key.as_str(), value.as_str(), *ts))
+        .collect();
+    produce_at(&app.input, &timed);
     events
 }
 
@@ -369,30 +358,8 @@ struct Answer {
 }
 
 fn raw_get(port: u16, path: &str, token: Option<&str>) -> Answer {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the daemon");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("GET {path}: no response: {response:?}"));
-    Answer {
-        status: split_response(&response).0,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    }
+    let (status, head, body) = http_get_with(port, path, token);
+    Answer { status, head, body }
 }
 
 fn api_answer(port: u16, path: &str) -> (u16, Value) {

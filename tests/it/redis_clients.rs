@@ -48,22 +48,8 @@ fn owned(daemon: &Daemon) -> usize {
 }
 
 pub fn http_get_auth(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("http connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    split_response(&response)
+    let (status, _, body) = http_get_with(port, path, token);
+    (status, body)
 }
 
 /// Produces a workload over `KEYS` keys, waits for all of it, and writes what each key must

@@ -4,27 +4,10 @@
 
 use std::time::Duration;
 
-use rdkafka::producer::{BaseRecord, Producer};
-
 use crate::common::*;
 
 /// The start of a window well in the past, so nothing here depends on the clock.
 const T0: i64 = 1_700_000_040_000;
-
-/// Produces `(key, value, timestamp)` in order and waits for the acknowledgements.
-fn produce_at(topic: &str, records: &[(&str, &str, i64)]) {
-    let producer = producer();
-    for (key, value, timestamp) in records {
-        let record = BaseRecord::to(topic)
-            .key(key.as_bytes())
-            .payload(value.as_bytes())
-            .timestamp(*timestamp);
-        producer
-            .send(record)
-            .unwrap_or_else(|(e, _)| panic!("produce: {e}"));
-    }
-    producer.flush(Duration::from_secs(30)).expect("flush");
-}
 
 fn as_events(records: &[(&str, &str, i64)]) -> Vec<(String, String)> {
     records
