@@ -175,7 +175,8 @@ fn emit_on_close_sends_each_window_once_when_stream_time_passes_it() {
             ("erin", "Hello", T0 + 64_000),
         ],
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Every event has a committed count update before the window output is looked at.
+    await_committed(&app.output, 4, Duration::from_secs(30));
     assert_eq!(read_topic(&app.windows, "read_committed").len(), 0);
     produce_at(&app.input, &[("erin", "Hello", T0 + 65_000)]);
     let closed = await_committed(&app.windows, 2, Duration::from_secs(30));
@@ -208,7 +209,7 @@ fn emit_on_close_sends_each_window_once_when_stream_time_passes_it() {
         .start();
     daemon.wait_ready(Duration::from_secs(90));
     produce_at(&app.input, &[("erin", "Hello", T0 + 66_000)]);
-    std::thread::sleep(Duration::from_secs(3));
+    await_committed(&app.output, 6, Duration::from_secs(60));
     assert_eq!(read_topic(&app.windows, "read_committed").len(), 2);
     let (_, body) = http_get(daemon.http_port, "/v1/windows/erin?from=0").unwrap();
     assert!(
