@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::hello::windows::{Emit, WindowSpec};
 use crate::kafka::security::{self, RawSecurity, Security};
 use crate::query::auth::{HttpAuth, RespAuth, Secret, DEFAULT_USER};
 use crate::query::settings::{Forwarding, Limits};
 use crate::query::tls::{Tls, TlsSettings};
-use crate::windows::{Emit, WindowSpec};
 
 /// Prefix of environment overrides: `HELLO_STREAMS__KAFKA__BOOTSTRAP_SERVERS=...`.
 pub const ENV_PREFIX: &str = "HELLO_STREAMS__";

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::engine::processor::{self, ProcessorError, Setup};
 use crate::kafka::admin::{self, AdminError};
 use crate::kafka::connect::{self, ConnectError, Progress};
 use crate::liveness::{self, Liveness};
 use crate::ownership::{self, Announcer, OwnerTable};
-use crate::processor::{self, ProcessorError, Setup};
 use crate::query::http_forward::HttpForwarder;
 use crate::query::local::LocalState;
 use crate::query::resp_forward::RespForwarder;

@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::domain::HelloState;
-use crate::store::restore::{RestoreError, RestoreLimits, RestoreProgress, Restorer};
-use crate::store::{partition_dir, Store, StoreError};
-use crate::windows::{StreamClock, WindowCounts};
+use crate::engine::store::restore::{RestoreError, RestoreLimits, RestoreProgress, Restorer};
+use crate::engine::store::{partition_dir, Store, StoreError};
+use crate::hello::domain::HelloState;
+use crate::hello::windows::{StreamClock, WindowCounts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {

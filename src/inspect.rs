@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::domain::HelloState;
+use crate::engine::store::{partition_dir, Store, StoreError};
+use crate::hello::domain::HelloState;
 use crate::partitioner::partition_for_key;
 use crate::query::StateView;
-use crate::store::{partition_dir, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {

@@ -55,15 +55,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hello_streams::config::{self, Config, Sources};
-use hello_streams::domain::{validate_key, HelloState, Mood};
+use hello_streams::engine::store::cache::{Cached, StateCache};
+use hello_streams::engine::store::{Change, Store};
+use hello_streams::hello::domain::{validate_key, HelloState, Mood};
 use hello_streams::ownership::OwnerTable;
 use hello_streams::partitioner::partition_for_key;
 use hello_streams::query::local::LocalState;
 use hello_streams::query::resp::{self, RespLimits, RespServer};
 use hello_streams::query::{Lookup, StateQuery};
 use hello_streams::shutdown::{self, Shutdown};
-use hello_streams::store::cache::{Cached, StateCache};
-use hello_streams::store::{Change, Store};
 use hello_streams::telemetry::Metrics;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;

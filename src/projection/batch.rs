@@ -71,7 +71,7 @@ pub fn latest<'a>(updates: impl Iterator<Item = &'a Update>) -> Vec<&'a Update> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Mood;
+    use crate::hello::domain::Mood;
 
     fn update(key: &str, revision: u64, offset: i64) -> Update {
         Update {

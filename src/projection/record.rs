@@ -1,10 +1,10 @@
 //! A `hello-counts` record as the projection reads it: the key's state after one applied
-//! event. Decoding never panics; a record that is not what [`crate::sink::CountUpdated`]
+//! event. Decoding never panics; a record that is not what [`crate::engine::sink::CountUpdated`]
 //! writes is a [`Poison`] and never reaches a target.
 
 use serde::Deserialize;
 
-use crate::domain::{validate_key, Mood};
+use crate::hello::domain::{validate_key, Mood};
 
 /// One key's state after an applied event, and where the record sits in the topic.
 #[derive(Debug, Clone, PartialEq, Eq)]

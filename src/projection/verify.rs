@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::config::Config;
-use crate::domain::HelloState;
+use crate::hello::domain::HelloState;
 use crate::inspect::{self, InspectError};
 
 use super::postgres::{self, PostgresError};

@@ -25,7 +25,7 @@ use super::http_forward::{ForwardError, HttpForwarder, FORWARDED_HEADER};
 use super::settings::Limits;
 use super::tls::Tls;
 use super::{wait_for_position, Lookup, Owner, Position, StateQuery, StateView};
-use crate::domain::validate_key;
+use crate::hello::domain::validate_key;
 use crate::shutdown::Shutdown;
 use crate::telemetry::{Metrics, ServerStats};
 
@@ -440,7 +440,7 @@ fn percent_encode(key: &str) -> String {
 pub(crate) mod fake {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use crate::domain::{validate_key, HelloState, Mood};
+    use crate::hello::domain::{validate_key, HelloState, Mood};
     use crate::query::{Lookup, Owner, PartitionStatus, Position, StateQuery, Status};
 
     /// Keys: `alice` (3/7 HAPPY), `bob` (12/20 ANGRY), `restoring*`, `remote*` (owner node-b),

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::http::{error, failed, invalid_key, not_here, percent_decode, Shared};
 use super::{instant, Lookup};
-use crate::domain::validate_key;
+use crate::hello::domain::validate_key;
 
 const WINDOWS_PREFIX: &str = "/v1/windows/";
 /// Without `from`: the last hour.

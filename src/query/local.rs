@@ -9,14 +9,14 @@ use super::{
     WindowSeries, WindowsStatus,
 };
 use crate::config::Config;
-use crate::domain::validate_key;
+use crate::engine::store::restore::RestoreProgress;
+use crate::engine::store::{CacheStats, Store, StoreError};
+use crate::hello::domain::validate_key;
+use crate::hello::windows::WindowSpec;
 use crate::ownership::OwnerTable;
 use crate::partitioner::partition_for_key;
-use crate::store::restore::RestoreProgress;
-use crate::store::{CacheStats, Store, StoreError};
 use crate::telemetry::prometheus::{Exposition, Kind};
 use crate::telemetry::Metrics;
-use crate::windows::WindowSpec;
 
 enum View {
     Restoring(Arc<RestoreProgress>),

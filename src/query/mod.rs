@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::domain::{HelloState, Mood, Poison};
-use crate::windows::{WindowCounts, WindowSpec};
+use crate::hello::domain::{HelloState, Mood, Poison};
+use crate::hello::windows::{WindowCounts, WindowSpec};
 
 /// Where another instance serves its partitions (from the ownership announcements).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

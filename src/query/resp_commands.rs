@@ -29,7 +29,7 @@ use super::resp_protocol::{
 };
 use super::resp_reply::{write_value, Value};
 use super::{wait_for_position, Lookup, Position};
-use crate::domain::HelloState;
+use crate::hello::domain::HelloState;
 
 /// What Redis reports as its version; clients gate features on it, so it must parse as one.
 const REDIS_VERSION: &str = "7.0.0";

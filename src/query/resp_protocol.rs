@@ -11,7 +11,7 @@ use std::io::Write as _;
 use std::ops::Range;
 
 use super::Lookup;
-use crate::domain::HelloState;
+use crate::hello::domain::HelloState;
 
 /// Longest inline command line, as Redis' `PROTO_INLINE_MAX_SIZE`.
 const MAX_INLINE_BYTES: usize = 64 * 1024;

@@ -972,7 +972,7 @@ pub fn verify_with(
             expected_steps.len()
         );
     }
-    let mut last: HashMap<String, hello_streams::domain::HelloState> = HashMap::new();
+    let mut last: HashMap<String, hello_streams::hello::domain::HelloState> = HashMap::new();
     for record in read_topic(&app.changelog(), "read_committed") {
         let (Some(key), Some(value)) = (record.key, record.value) else {
             continue;
@@ -980,7 +980,7 @@ pub fn verify_with(
         if key.is_empty() {
             continue; // punctuation epoch
         }
-        let state = hello_streams::store::codec::decode_state(&value).expect("changelog value");
+        let state = hello_streams::hello::codec::decode_state(&value).expect("changelog value");
         last.insert(String::from_utf8(key).unwrap(), state);
     }
     for (key, want) in &expected_state {
@@ -991,7 +991,7 @@ pub fn verify_with(
             (
                 got.hello_count,
                 got.hello_total_count,
-                got.mood == hello_streams::domain::Mood::Angry
+                got.mood == hello_streams::hello::domain::Mood::Angry
             ),
             (want.count, want.total, want.angry),
             "changelog state of {key}"
@@ -1199,16 +1199,16 @@ pub fn verify_windows(app: &App, port: u16) -> usize {
     }
     assert_eq!(updates.len(), model.len(), "windows on {}", app.windows);
 
-    let mut last: BTreeMap<(String, i64), Option<hello_streams::windows::WindowCounts>> =
+    let mut last: BTreeMap<(String, i64), Option<hello_streams::hello::windows::WindowCounts>> =
         BTreeMap::new();
     for record in read_topic(&app.windows_changelog(), "read_committed") {
         let key = record.key.unwrap_or_default();
-        let Some((entity, start)) = hello_streams::windows::split_window_key(&key) else {
+        let Some((entity, start)) = hello_streams::hello::windows::split_window_key(&key) else {
             continue; // the stream clock
         };
-        let value = record
-            .value
-            .map(|v| hello_streams::windows::decode_counts(&v).expect("window changelog value"));
+        let value = record.value.map(|v| {
+            hello_streams::hello::windows::decode_counts(&v).expect("window changelog value")
+        });
         last.insert((String::from_utf8(entity.to_vec()).unwrap(), start), value);
     }
     for (window, want) in &model {

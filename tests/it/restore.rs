@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hello_streams::config::{load, Config, Sources};
-use hello_streams::domain::{HelloState, Mood};
+use hello_streams::engine::store::restore::{RestoreLimits, RestoreProgress, Restorer};
+use hello_streams::engine::store::Store;
+use hello_streams::hello::codec::encode_state;
+use hello_streams::hello::domain::{HelloState, Mood};
 use hello_streams::kafka::create_end_reader;
-use hello_streams::store::codec::encode_state;
-use hello_streams::store::restore::{RestoreLimits, RestoreProgress, Restorer};
-use hello_streams::store::Store;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 

@@ -52,7 +52,7 @@ pub enum PoisonKind {
     UnknownType,
     UnknownMood,
     /// Valid, and applied to the key's state, but its time window had closed (see
-    /// [`crate::windows`]); only the window store refuses it.
+    /// [`crate::hello::windows`]); only the window store refuses it.
     Late,
 }
 

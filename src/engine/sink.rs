@@ -5,12 +5,12 @@
 use rdkafka::message::{Header, OwnedHeaders};
 use serde::Serialize;
 
-use crate::domain::{HelloState, Outcome, Poison};
+use crate::hello::codec;
+use crate::hello::domain::{HelloState, Outcome, Poison};
+use crate::hello::windows::{self, StreamClock, WindowCounts};
 use crate::kafka::admin::Layout;
 use crate::kafka::producer::{Producer, ProducerError};
 use crate::partitioner::partition_for_key;
-use crate::store::codec;
-use crate::windows::{self, StreamClock, WindowCounts};
 
 /// Index of the window changelog in the producer's [`crate::kafka::producer::DeliveryTracker`].
 pub const WINDOWS_CHANGELOG: usize = 1;

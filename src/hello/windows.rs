@@ -1,5 +1,5 @@
 //! Hellos per key per tumbling event-time window: the windowed fold, its byte layouts, and
-//! the rules of stream time. Pure code, no I/O, like [`crate::domain`].
+//! the rules of stream time. Pure code, no I/O, like [`crate::hello::domain`].
 //!
 //! Time is the record timestamp. Each partition keeps its *stream time*: the largest
 //! timestamp it has processed. A window `[start, start + size)` accepts records until stream
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::domain::Outcome;
+use crate::hello::domain::Outcome;
 
 /// The window settings of `[windows]`, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use foldhash::fast::RandomState;
 
-use crate::domain::HelloState;
+use crate::hello::domain::HelloState;
 
 const SHARDS: usize = 16;
 

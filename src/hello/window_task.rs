@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::domain::{Outcome, Poison, PoisonKind};
-use crate::sink::{InputRecord, Sink};
-use crate::store::{Store, WindowCommit, WindowWrite};
-use crate::windows::{self, Emit, Placement, StreamClock, WindowCounts, WindowSpec};
+use crate::engine::sink::{InputRecord, Sink};
+use crate::engine::store::{Store, WindowCommit, WindowWrite};
+use crate::hello::domain::{Outcome, Poison, PoisonKind};
+use crate::hello::windows::{self, Emit, Placement, StreamClock, WindowCounts, WindowSpec};
 
-use super::TaskError;
+use crate::engine::task::TaskError;
 
 /// What the window store did with a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,11 +10,11 @@ use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::{Config, Guarantee};
-use crate::kafka::Reader;
-use crate::store::restore::{
+use crate::engine::store::restore::{
     retry_sliced, Cancel, RestoreError, RestoreLimits, RestoreProgress, RestoreReport, Restorer,
 };
-use crate::store::{partition_dir, OpenFailure, Store};
+use crate::engine::store::{partition_dir, OpenFailure, Store};
+use crate::kafka::Reader;
 use crate::telemetry::Metrics;
 
 use super::assignment::Restored;

@@ -8,7 +8,7 @@
 //! - keys starting with 0xFF (never valid UTF-8, so never an entity id) → bookkeeping that
 //!   lives only locally, such as the changelog checkpoint.
 
-use crate::domain::{HelloState, Mood};
+use crate::hello::domain::{HelloState, Mood};
 
 pub const EPOCH_KEY: &[u8] = b"";
 pub const CHECKPOINT_KEY: &[u8] = b"\xffchangelog-checkpoint";

@@ -14,6 +14,10 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::{Config, Guarantee};
+use crate::engine::sink::{InputRecord, Sink, WINDOWS_CHANGELOG};
+use crate::engine::store::restore::{RestoreError, RestoreProgress, Restorer};
+use crate::engine::store::StoreError;
+use crate::engine::task::{Task, TaskError};
 use crate::kafka::admin::Layout;
 use crate::kafka::consumer::{self, GroupConsumer, Rebalancer};
 use crate::kafka::producer::{CommitError, DeliveryTracker, Producer, ProducerError};
@@ -22,10 +26,6 @@ use crate::liveness::{Activity, Liveness};
 use crate::ownership::Announcer;
 use crate::query::local::LocalState;
 use crate::shutdown::Shutdown;
-use crate::sink::{InputRecord, Sink, WINDOWS_CHANGELOG};
-use crate::store::restore::{RestoreError, RestoreProgress, Restorer};
-use crate::store::StoreError;
-use crate::task::{Task, TaskError};
 use crate::telemetry::{Metrics, ThreadMetrics, Uncommitted};
 
 mod assignment;

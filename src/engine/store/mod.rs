@@ -6,7 +6,6 @@
 //! changelog and a restore replays only what lies past the checkpoint.
 
 pub mod cache;
-pub mod codec;
 pub mod restore;
 pub mod windows;
 
@@ -19,10 +18,10 @@ use rocksdb::{
     WriteBufferManager, WriteOptions, DB,
 };
 
-use crate::domain::HelloState;
+use crate::hello::codec::{self, CHECKPOINT_KEY, EPOCH_KEY};
+use crate::hello::domain::HelloState;
 pub use cache::CacheStats;
 use cache::{Cached, StateCache};
-use codec::{CHECKPOINT_KEY, EPOCH_KEY};
 pub use windows::{WindowCommit, WindowRow, WindowWrite};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +62,7 @@ pub enum StoreError {
         path: PathBuf,
         key: String,
         #[source]
-        source: crate::windows::DecodeError,
+        source: crate::hello::windows::DecodeError,
     },
 }
 
@@ -145,7 +144,7 @@ fn shared_write_buffers() -> &'static WriteBufferManager {
 const RECOVERY_OPTIONS: &str = "avoid_flush_during_recovery=true";
 
 /// Column families besides the default one, which holds the key/value states and the
-/// bookkeeping: the window store, and its time index (see [`crate::windows`]).
+/// bookkeeping: the window store, and its time index (see [`crate::hello::windows`]).
 const WINDOWS_CF: &str = "windows";
 const WINDOW_INDEX_CF: &str = "window-index";
 
@@ -462,7 +461,7 @@ pub fn partition_dir(state_dir: &Path, application_id: &str, partition: i32) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Mood;
+    use crate::hello::domain::Mood;
 
     #[test]
     fn only_corruption_is_a_reason_to_rebuild() {

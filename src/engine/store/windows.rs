@@ -1,12 +1,13 @@
 //! The window store of a partition: two column families of the partition's RocksDB, the
 //! windows by key (what the changelog holds) and their time index (local, rebuilt by a
 //! restore), with the window changelog's own checkpoint in the default family. Byte layouts
-//! are in [`crate::windows`].
+//! are in [`crate::hello::windows`].
 
 use rocksdb::{ColumnFamily, Direction, IteratorMode, ReadOptions, WriteBatch};
 
-use super::{codec, Store, StoreError, WINDOWS_CF, WINDOW_INDEX_CF};
-use crate::windows::{self as layout, StreamClock, WindowCounts, CLOCK_KEY};
+use super::{Store, StoreError, WINDOWS_CF, WINDOW_INDEX_CF};
+use crate::hello::codec;
+use crate::hello::windows::{self as layout, StreamClock, WindowCounts, CLOCK_KEY};
 
 pub const WINDOWS_CHECKPOINT_KEY: &[u8] = b"\xffwindows-changelog-checkpoint";
 

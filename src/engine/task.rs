@@ -6,18 +6,16 @@
 //! the changelog checkpoint; on abort it is simply dropped. The window store works the same
 //! way beside it ([`windows`]), in the same transaction and the same RocksDB batch.
 
-pub mod windows;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::domain::{self, HelloState, Outcome, Provenance};
+use crate::engine::sink::{InputRecord, Sink};
+use crate::engine::store::{Change, Store, StoreError};
+use crate::hello::domain::{self, HelloState, Outcome, Provenance};
+use crate::hello::window_task::{WindowTask, Windowed};
+use crate::hello::windows::WindowSpec;
 use crate::kafka::producer::ProducerError;
-use crate::sink::{InputRecord, Sink};
-use crate::store::{Change, Store, StoreError};
 use crate::telemetry::Uncommitted;
-use crate::windows::WindowSpec;
-use windows::{WindowTask, Windowed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::engine::store::restore::{RestoreError, RestoreProgress, RestoreReport};
+use crate::engine::store::{Store, StoreError};
+use crate::engine::task::Task;
 use crate::kafka::consumer::GroupConsumer;
 use crate::liveness::Activity;
-use crate::store::restore::{RestoreError, RestoreProgress, RestoreReport};
-use crate::store::{Store, StoreError};
-use crate::task::Task;
 use crate::telemetry::Metrics;
 
 use super::restore_job::RestoreJob;

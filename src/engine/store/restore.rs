@@ -514,8 +514,9 @@ fn held_back_by(
         Changelog::States if codec::is_entity_key(key) => {
             codec::decode_state(value).is_ok_and(|state| state.last_offset >= from)
         }
-        Changelog::Windows if key != crate::windows::CLOCK_KEY => {
-            crate::windows::decode_counts(value).is_ok_and(|counts| counts.last_offset >= from)
+        Changelog::Windows if key != crate::hello::windows::CLOCK_KEY => {
+            crate::hello::windows::decode_counts(value)
+                .is_ok_and(|counts| counts.last_offset >= from)
         }
         _ => false,
     }

@@ -1,0 +1,4 @@
+pub mod processor;
+pub mod sink;
+pub mod store;
+pub mod task;
