@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::engine::application::Application;
 use crate::engine::processor::{self, ProcessorError, Setup};
+use crate::hello::HelloApp;
 use crate::kafka::admin::{self, AdminError};
 use crate::kafka::connect::{self, ConnectError, Progress};
 use crate::liveness::{self, Liveness};
@@ -157,8 +159,9 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
     tokio::task::spawn_blocking(move || connect::wait_for_cluster(&probe_config, &progress))
         .await
         .map_err(|_| DaemonError::Panicked)??;
+    let app: Arc<dyn Application> = Arc::new(HelloApp::new(&config));
     let admin = admin::client(&config)?;
-    let layout = admin::ensure_topics(&admin, &config).await?;
+    let layout = admin::ensure_topics(&admin, &config, &*app).await?;
     // Dropping the admin client takes up to 100 ms; every restart would wait for it.
     let admin_closer = std::thread::spawn(move || drop(admin));
     let http = starting.finish().await.map_err(DaemonError::Runtime)?;
@@ -244,7 +247,8 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
     for thread in 0..config.stream_threads {
         let setup = Setup {
             config: config.clone(),
-            layout,
+            app: app.clone(),
+            layout: layout.clone(),
             instance_id: instance_id.clone(),
             thread,
             local: local.clone(),

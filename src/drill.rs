@@ -14,10 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::engine::application::{Application, StoreId};
 use crate::engine::store::restore::{RestoreError, RestoreLimits, RestoreProgress, Restorer};
 use crate::engine::store::{partition_dir, Store, StoreError};
 use crate::hello::domain::HelloState;
 use crate::hello::windows::{StreamClock, WindowCounts};
+use crate::hello::{views, window_store, HelloApp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {
@@ -80,17 +82,17 @@ struct Snapshot {
 
 fn snapshot(store: &Store) -> Result<Snapshot, StoreError> {
     let mut states = BTreeMap::new();
-    store.for_each_state(|key, state| {
+    views::for_each_state(store, |key, state| {
         states.insert(key.to_owned(), state);
     })?;
     let mut windows = BTreeMap::new();
-    store.for_each_window(|row| {
+    window_store::for_each_window(store, |row| {
         windows.insert((row.key, row.start), row.counts);
     })?;
     Ok(Snapshot {
         states,
         windows,
-        clock: store.clock()?,
+        clock: window_store::clock(store)?,
     })
 }
 
@@ -102,28 +104,27 @@ pub fn run(config: &Config, options: &DrillOptions) -> Result<Vec<PartitionRepor
     };
     let ends = std::sync::Arc::new(crate::kafka::create_end_reader(config)?);
     let restorer = Restorer::new(config, ends)?;
+    let app = HelloApp::new(config);
     let mut reports = Vec::new();
     for partition in partitions {
         let live = partition_dir(&config.state_dir, &config.application_id, partition);
         let (before, checkpoint) = {
             let store = if options.scratch.is_some() {
-                Store::open_read_only(&live)?
+                Store::open_read_only(&live, app.stores())?
             } else {
-                Store::open_for(&live, config.windows.is_some())?
+                Store::open(&live, app.stores())?
             };
-            let checkpoints = (
-                store.checkpoint()?.unwrap_or(0),
-                store.windows_checkpoint()?.unwrap_or(0),
-            );
+            let checkpoints = (0..store.stores())
+                .map(|id| Ok(store.checkpoint(StoreId(id))?.unwrap_or(0)))
+                .collect::<Result<Vec<u64>, StoreError>>()?;
             (snapshot(&store)?, checkpoints)
         };
-        let (checkpoint, windows_checkpoint) = checkpoint;
         let target: PathBuf = match &options.scratch {
             Some(dir) => dir.join(&config.application_id).join(partition.to_string()),
             None => live.clone(),
         };
         Store::wipe(&target)?;
-        let rebuilt = Store::open_for(&target, config.windows.is_some())?;
+        let rebuilt = Store::open(&target, app.stores())?;
         let progress = RestoreProgress::default();
         let done = AtomicBool::new(false);
         let started = Instant::now();
@@ -135,8 +136,7 @@ pub fn run(config: &Config, options: &DrillOptions) -> Result<Vec<PartitionRepor
                 }
             });
             let limits = RestoreLimits {
-                until: Some(checkpoint),
-                windows_until: Some(windows_checkpoint),
+                until: Some(checkpoint.clone()),
                 replay_from: None,
             };
             let result = restorer.restore_with(

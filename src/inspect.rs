@@ -5,8 +5,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::config::Config;
+use crate::engine::application::Application;
 use crate::engine::store::{partition_dir, Store, StoreError};
 use crate::hello::domain::HelloState;
+use crate::hello::{views, window_store, HelloApp};
 use crate::partitioner::partition_for_key;
 use crate::query::StateView;
 
@@ -48,8 +50,8 @@ pub fn get(config: &Config, key: &str, out: &mut impl Write) -> Result<bool, Ins
         if !path.exists() {
             continue;
         }
-        let store = Store::open_read_only(&path)?;
-        if let Some(state) = store.get(key.as_bytes())? {
+        let store = Store::open_read_only(&path, HelloApp::new(config).stores())?;
+        if let Some(state) = views::state(&store, key.as_bytes())? {
             serde_json::to_writer(&mut *out, &StateView::new(key, &state))
                 .map_err(std::io::Error::from)?;
             writeln!(out)?;
@@ -83,10 +85,10 @@ pub fn dump_windows(config: &Config, out: &mut impl Write) -> Result<u64, Inspec
     let mut total = 0;
     for partition in partitions(config)? {
         let path = partition_dir(&config.state_dir, &config.application_id, partition);
-        let store = Store::open_read_only(&path)?;
-        let clock = store.clock()?;
+        let store = Store::open_read_only(&path, HelloApp::new(config).stores())?;
+        let clock = window_store::clock(&store)?;
         let mut failed = None;
-        total += store.for_each_window(|row| {
+        total += window_store::for_each_window(&store, |row| {
             if failed.is_some() {
                 return;
             }
@@ -117,8 +119,8 @@ pub fn for_each_state(
     let mut total = 0;
     for partition in partitions(config)? {
         let path = partition_dir(&config.state_dir, &config.application_id, partition);
-        let store = Store::open_read_only(&path)?;
-        total += store.for_each_state(|key, state| visit(key, &state))?;
+        let store = Store::open_read_only(&path, HelloApp::new(config).stores())?;
+        total += views::for_each_state(&store, |key, state| visit(key, &state))?;
     }
     Ok(total)
 }

@@ -10,10 +10,10 @@
 //! `LocalState` before anything is timed (a correctness check that also warms the caches).
 //!
 //! Query path, in process (1,000,000 random reads per round):
-//! - `Store::get` on the owning store: without the cache RocksDB `get_pinned` + decode + epoch;
+//! - `views::state` on the owning store: without the cache RocksDB `get_pinned` + decode + epoch;
 //!   with it one `StateCache` probe when the key hits;
 //! - `LocalState::lookup`, what both query servers call (key validation, murmur2, the
-//!   partition's slot behind its `RwLock`, then `Store::get`);
+//!   partition's slot behind its `RwLock`, then `views::state`);
 //!
 //! each for the three kinds of store, while the data sits in the memtable (as right after
 //! commits), and for the uncached and daemon-sized stores again after a flush (SST blocks
@@ -55,9 +55,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hello_streams::config::{self, Config, Sources};
+use hello_streams::engine::application::Application;
 use hello_streams::engine::store::cache::{Cached, StateCache};
-use hello_streams::engine::store::{Change, Store};
+use hello_streams::engine::store::{Store, Write};
+use hello_streams::hello::codec::encode_state;
 use hello_streams::hello::domain::{validate_key, HelloState, Mood};
+use hello_streams::hello::{views, HelloApp, STATES};
 use hello_streams::ownership::OwnerTable;
 use hello_streams::partitioner::partition_for_key;
 use hello_streams::query::local::LocalState;
@@ -152,16 +155,22 @@ impl Data {
     fn stores(&self, dir: &Path, cache_per_store: usize) -> Vec<Arc<Store>> {
         (0..PARTITIONS as usize)
             .map(|p| {
-                let store = Store::open(&dir.join(p.to_string()))
+                let app = HelloApp::new(&config::load(&Sources::default()).expect("configuration"));
+                let store = Store::open(&dir.join(p.to_string()), app.stores())
                     .expect("open store")
                     .with_read_cache(cache_per_store);
                 let mine: Vec<usize> = (0..KEYS).filter(|&i| self.partition[i] == p).collect();
                 for (n, chunk) in mine.chunks(COMMIT_BATCH).enumerate() {
-                    let changes = chunk.iter().map(|&i| Change {
+                    let values: Vec<_> = chunk
+                        .iter()
+                        .map(|&i| encode_state(&self.states[i]))
+                        .collect();
+                    let writes = chunk.iter().zip(&values).map(|(&i, value)| Write {
+                        store: STATES,
                         key: self.keys[i].as_bytes(),
-                        state: &self.states[i],
+                        value: Some(&value[..]),
                     });
-                    store.commit(changes, None, n as u64 + 1).expect("commit");
+                    store.commit(writes, &[Some(n as u64 + 1)]).expect("commit");
                 }
                 Arc::new(store)
             })
@@ -207,7 +216,7 @@ fn simulated_hit_rate(per_store: usize, data: &Data, reads: &[[u8; KEY_LEN]], pa
     let read = |p: usize, key: &[u8]| match caches[p].get(key) {
         Cached::Hit(_) => true,
         Cached::Miss(ticket) => {
-            caches[p].fill(Some(HelloState::default()), ticket);
+            caches[p].fill(Some(&encode_state(&HelloState::default())), ticket);
             false
         }
     };
@@ -360,7 +369,7 @@ fn main() {
 
     let timer_ns = timer_overhead_ns(reads);
     eprintln!("timer overhead (Instant::now + elapsed, p50): {timer_ns} ns");
-    // `Store::get` on the owning store and `LocalState::lookup` of the `i`th read, per kind of
+    // `views::state` on the owning store and `LocalState::lookup` of the `i`th read, per kind of
     // store; each name lacks the phase that closes its parenthesis.
     type Read<'a> = Box<dyn Fn(usize) + Sync + 'a>;
     let kinds = [
@@ -372,13 +381,13 @@ fn main() {
         .into_iter()
         .flat_map(|(label, stores, local)| {
             let get: Read<'_> = Box::new(move |i| {
-                black_box(stores[seq_part[i] as usize].get(&seq[i]).unwrap());
+                black_box(views::state(&stores[seq_part[i] as usize], &seq[i]).unwrap());
             });
             let lookup: Read<'_> = Box::new(move |i| {
                 black_box(local.lookup(&seq[i]));
             });
             [
-                (format!("Store::get ({label}"), get),
+                (format!("views::state ({label}"), get),
                 (format!("LocalState::lookup ({label}"), lookup),
             ]
         })
@@ -388,7 +397,7 @@ fn main() {
     for (i, k) in data.keys.iter().enumerate() {
         let cache = &caches[data.partition[i]];
         if let Cached::Miss(ticket) = cache.get(k.as_bytes()) {
-            cache.fill(Some(data.states[i]), ticket);
+            cache.fill(Some(&encode_state(&data.states[i])), ticket);
         }
     }
     let cache_hit = |i: usize| {

@@ -1,17 +1,17 @@
-//! Byte layouts of the store and the changelog. The store and the changelog share one value
-//! format, so a restore copies changelog bytes into RocksDB without decoding them.
+//! Byte layout of the state store ([`super::STATES`]) and its changelog. The store and the
+//! changelog share one value format, so a restore copies changelog bytes into RocksDB without
+//! decoding them.
 //!
-//! Key space (one RocksDB column family):
+//! Key space:
 //! - an entity id (valid UTF-8, 1..=255 bytes) → encoded [`HelloState`];
 //! - the empty key → the partition's punctuation epoch (also a changelog record, so a
-//!   wall-clock reset survives recovery like any other change);
-//! - keys starting with 0xFF (never valid UTF-8, so never an entity id) → bookkeeping that
-//!   lives only locally, such as the changelog checkpoint.
+//!   wall-clock reset survives recovery like any other change).
+//!
+//! Entity ids are UTF-8, so they never begin with 0xFF, which the engine keeps for itself.
 
 use crate::hello::domain::{HelloState, Mood};
 
 pub const EPOCH_KEY: &[u8] = b"";
-pub const CHECKPOINT_KEY: &[u8] = b"\xffchangelog-checkpoint";
 
 const FORMAT_V1: u8 = 1;
 pub const STATE_LEN: usize = 2 + 8 * 6;
@@ -23,9 +23,18 @@ pub struct DecodeError {
     format: Option<u8>,
 }
 
-/// True for keys that name an entity, false for bookkeeping keys.
+/// True for keys that name an entity, false for the epoch.
 pub fn is_entity_key(key: &[u8]) -> bool {
-    !key.is_empty() && key[0] != 0xff
+    !key.is_empty()
+}
+
+/// The input offset a state changelog value folded ([`crate::engine::application::StoreSpec::folded_offset`]);
+/// `None` for the epoch, which is always applied.
+pub fn folded_offset(key: &[u8], value: &[u8]) -> Option<i64> {
+    if !is_entity_key(key) {
+        return None;
+    }
+    decode_state(value).ok().map(|state| state.last_offset)
 }
 
 pub fn encode_state(state: &HelloState) -> [u8; STATE_LEN] {
@@ -111,9 +120,14 @@ mod tests {
     }
 
     #[test]
-    fn bookkeeping_keys_are_not_entities() {
+    fn the_epoch_is_not_an_entity() {
         assert!(!is_entity_key(EPOCH_KEY));
-        assert!(!is_entity_key(CHECKPOINT_KEY));
         assert!(is_entity_key(b"alice"));
+        assert_eq!(folded_offset(EPOCH_KEY, &encode_u64(3)), None);
+        let state = HelloState {
+            last_offset: 41,
+            ..HelloState::default()
+        };
+        assert_eq!(folded_offset(b"alice", &encode_state(&state)), Some(41));
     }
 }

@@ -88,6 +88,40 @@ pub struct WindowCounts {
     pub updated_at_ms: i64,
 }
 
+/// A window update on `hello-windows`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowUpdated<'a> {
+    pub key: &'a str,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub hellos: u64,
+    pub events: u64,
+    /// True when the window has closed (emit-on-close): this is its last record.
+    #[serde(rename = "final")]
+    pub closed: bool,
+}
+
+/// The `hello-windows` record of a window's counts.
+pub fn window_updated(
+    key: &str,
+    start: i64,
+    size_ms: i64,
+    counts: &WindowCounts,
+    closed: bool,
+) -> Vec<u8> {
+    let event = WindowUpdated {
+        key,
+        window_start: start,
+        window_end: start.saturating_add(size_ms),
+        hellos: counts.hellos,
+        events: counts.events,
+        closed,
+    };
+    // A flat struct of numbers and a string: serialising cannot fail.
+    serde_json::to_vec(&event).unwrap_or_default()
+}
+
 /// The stream-time bookkeeping of one partition, kept in the window changelog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamClock {
@@ -216,6 +250,20 @@ pub fn index_key(key: &[u8], start: i64) -> Vec<u8> {
 }
 
 /// The first index key of windows starting at `start` or later.
+/// The index key of a window store key ([`crate::engine::application::IndexSpec`]); `None`
+/// for the clock.
+pub fn index_key_of(store_key: &[u8]) -> Option<Vec<u8>> {
+    let (key, start) = split_window_key(store_key)?;
+    Some(index_key(key, start))
+}
+
+/// The input offset a window changelog value folded last; `None` for the clock, which is
+/// always applied.
+pub fn folded_offset(key: &[u8], value: &[u8]) -> Option<i64> {
+    split_window_key(key)?;
+    decode_counts(value).ok().map(|counts| counts.last_offset)
+}
+
 pub fn index_from(start: i64) -> [u8; 8] {
     order_bytes(start)
 }

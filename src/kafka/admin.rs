@@ -9,6 +9,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::logs::LogContext;
 use crate::config::Config;
+use crate::engine::application::Application;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -33,17 +34,17 @@ pub enum AdminError {
 }
 
 /// Partition counts of the topics the processor uses, as found (or created) on the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     pub input: i32,
-    pub output: i32,
     pub dlq: i32,
-    /// The window output topic; 0 with windows off.
-    pub windows: i32,
+    /// By the application's outputs.
+    pub outputs: Vec<i32>,
 }
 
-#[derive(Clone, Copy)]
-enum Cleanup {
+/// How Kafka keeps a topic's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleanup {
     Delete,
     Compact,
     /// Compacted, and deleted after `retention_ms` (a window changelog: expired windows
@@ -67,58 +68,37 @@ pub fn client(config: &Config) -> Result<Admin, KafkaError> {
     super::client_config(config, super::non_member_options(config)).create_with_context(LogContext)
 }
 
-pub async fn ensure_topics(admin: &Admin, config: &Config) -> Result<Layout, AdminError> {
+/// Creates (or checks) the input, the application's changelogs and outputs, the dead-letter
+/// topic and the owners topic.
+pub async fn ensure_topics(
+    admin: &Admin,
+    config: &Config,
+    app: &dyn Application,
+) -> Result<Layout, AdminError> {
     let t = &config.topics;
-    // The changelog follows the input's partition count when the input already exists.
+    // The changelogs follow the input's partition count when the input already exists.
     let existing_input = partition_count(admin, &t.input)?;
     let p = existing_input.unwrap_or(t.partitions);
-    let wanted = [
-        Wanted {
-            name: &t.input,
-            partitions: p,
-            cleanup: Cleanup::Delete,
-        },
-        Wanted {
-            name: &t.changelog,
-            partitions: p,
-            cleanup: Cleanup::Compact,
-        },
-        Wanted {
-            name: &t.output,
-            partitions: p,
-            cleanup: Cleanup::Delete,
-        },
-        Wanted {
-            name: &t.dlq,
-            partitions: p,
-            cleanup: Cleanup::Delete,
-        },
-        Wanted {
-            name: &t.owners,
-            partitions: 1,
-            cleanup: Cleanup::Compact,
-        },
-    ];
-    let mut wanted = Vec::from(wanted);
-    if let Some(windows) = &config.windows {
-        const DAY_MS: i64 = 86_400_000;
-        wanted.push(Wanted {
-            name: &t.windows_changelog,
-            partitions: p,
-            cleanup: Cleanup::CompactDelete {
-                retention_ms: windows.retention_ms.saturating_add(DAY_MS),
-            },
-        });
-        wanted.push(Wanted {
-            name: &t.windows,
-            partitions: p,
-            cleanup: Cleanup::Delete,
-        });
+    let wanted = |name, partitions, cleanup| Wanted {
+        name,
+        partitions,
+        cleanup,
+    };
+    let mut topics = vec![wanted(&t.input, p, Cleanup::Delete)];
+    let changelogs = 1..1 + app.stores().len();
+    for store in app.stores() {
+        topics.push(wanted(&store.changelog, p, store.cleanup));
     }
+    let outputs = changelogs.end..changelogs.end + app.outputs().len();
+    for output in app.outputs() {
+        topics.push(wanted(&output.topic, p, Cleanup::Delete));
+    }
+    topics.push(wanted(&t.dlq, p, Cleanup::Delete));
+    topics.push(wanted(&t.owners, 1, Cleanup::Compact));
     let internal =
-        |name: &str| name == t.changelog || name == t.owners || name == t.windows_changelog;
-    let mut counts = Vec::with_capacity(wanted.len());
-    for topic in &wanted {
+        |name: &str| name == t.owners || app.stores().iter().any(|store| store.changelog == name);
+    let mut counts = Vec::with_capacity(topics.len());
+    for topic in &topics {
         let count = match partition_count(admin, topic.name)? {
             Some(count) => count,
             None if t.create || internal(topic.name) => {
@@ -134,28 +114,21 @@ pub async fn ensure_topics(admin: &Admin, config: &Config) -> Result<Layout, Adm
         };
         counts.push(count);
     }
-    let (input, changelog) = (counts[0], counts[1]);
-    if input != changelog {
-        return Err(AdminError::NotCoPartitioned {
-            input: t.input.clone(),
-            input_partitions: input,
-            changelog: t.changelog.clone(),
-            changelog_partitions: changelog,
-        });
-    }
-    if config.windows.is_some() && counts[5] != input {
-        return Err(AdminError::NotCoPartitioned {
-            input: t.input.clone(),
-            input_partitions: input,
-            changelog: t.windows_changelog.clone(),
-            changelog_partitions: counts[5],
-        });
+    let input = counts[0];
+    for i in changelogs {
+        if counts[i] != input {
+            return Err(AdminError::NotCoPartitioned {
+                input: t.input.clone(),
+                input_partitions: input,
+                changelog: topics[i].name.to_owned(),
+                changelog_partitions: counts[i],
+            });
+        }
     }
     Ok(Layout {
         input,
-        output: counts[2],
-        dlq: counts[3],
-        windows: counts.get(6).copied().unwrap_or(0),
+        outputs: counts[outputs].to_vec(),
+        dlq: counts[counts.len() - 2],
     })
 }
 

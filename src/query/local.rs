@@ -13,6 +13,7 @@ use crate::engine::store::restore::RestoreProgress;
 use crate::engine::store::{CacheStats, Store, StoreError};
 use crate::hello::domain::validate_key;
 use crate::hello::windows::WindowSpec;
+use crate::hello::{views, window_store};
 use crate::ownership::OwnerTable;
 use crate::partitioner::partition_for_key;
 use crate::telemetry::prometheus::{Exposition, Kind};
@@ -218,7 +219,7 @@ impl LocalState {
 
 impl StateQuery for LocalState {
     fn lookup(&self, key: &[u8]) -> Lookup {
-        self.routed(key, |store, key| store.get(key.as_bytes()))
+        self.routed(key, |store, key| views::state(store, key.as_bytes()))
     }
 
     fn window_spec(&self) -> Option<WindowSpec> {
@@ -230,7 +231,7 @@ impl StateQuery for LocalState {
             return Lookup::Failed("windows are off ([windows] enabled = false)".to_owned());
         }
         self.routed(key, |store, key| {
-            store.windows_of(key.as_bytes(), from, to).map(Some)
+            window_store::windows_of(store, key.as_bytes(), from, to).map(Some)
         })
     }
 
@@ -245,7 +246,7 @@ impl StateQuery for LocalState {
             match view.as_ref() {
                 Some(View::Active(store)) => {
                     top.partitions.push(partition);
-                    let scanned = store.for_each_state(|key, state| {
+                    let scanned = views::for_each_state(store, |key, state| {
                         top.top.push(TopKey {
                             key: key.to_owned(),
                             hello_count: state.hello_count,
@@ -281,7 +282,7 @@ impl StateQuery for LocalState {
                     waiting_for_transaction_at: None,
                     stream_time: self
                         .windows
-                        .and_then(|_| store.clock().ok())
+                        .and_then(|_| window_store::clock(store).ok())
                         .map(|clock| clock.stream_time)
                         .filter(|&t| t != i64::MIN),
                 }),

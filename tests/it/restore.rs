@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hello_streams::config::{load, Config, Sources};
+use hello_streams::engine::application::Application;
 use hello_streams::engine::store::restore::{RestoreLimits, RestoreProgress, Restorer};
 use hello_streams::engine::store::Store;
 use hello_streams::hello::codec::encode_state;
 use hello_streams::hello::domain::{HelloState, Mood};
+use hello_streams::hello::{views, HelloApp, STATES};
 use hello_streams::kafka::create_end_reader;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
@@ -131,15 +133,21 @@ fn restore_waits_out_an_open_transaction_and_keeps_what_was_committed_after_it()
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let fresh = Arc::new(Store::open(&dir.path().join("fresh")).unwrap());
+    let fresh =
+        Arc::new(Store::open(&dir.path().join("fresh"), HelloApp::new(&config).stores()).unwrap());
     // A store that already holds the next owner's commit: its checkpoint (6) is past the last
     // stable offset (3) but not past the true end, so it must not look "ahead".
-    let ahead = Arc::new(Store::open(&dir.path().join("ahead")).unwrap());
+    let ahead =
+        Arc::new(Store::open(&dir.path().join("ahead"), HelloApp::new(&config).stores()).unwrap());
     let alice = encode_state(&state(3, 14));
     let carol = encode_state(&state(7, 13));
     ahead
         .apply_changelog(
-            [(&b"alice"[..], &alice[..]), (&b"carol"[..], &carol[..])],
+            STATES,
+            [
+                (&b"alice"[..], Some(&alice[..])),
+                (&b"carol"[..], Some(&carol[..])),
+            ],
             6,
         )
         .unwrap();
@@ -167,14 +175,20 @@ fn restore_waits_out_an_open_transaction_and_keeps_what_was_committed_after_it()
         let report = restore.join().unwrap().expect("restore after the abort");
         // The end was taken when the restore started; the abort marker (7) came after it.
         assert_eq!(report.checkpoint, 7);
-        assert_eq!(store.get_raw(b"alice").unwrap(), Some(state(3, 14)));
-        assert_eq!(store.get_raw(b"carol").unwrap(), Some(state(7, 13)));
         assert_eq!(
-            store.get_raw(b"bob").unwrap(),
+            views::raw_state(&store, b"alice").unwrap(),
+            Some(state(3, 14))
+        );
+        assert_eq!(
+            views::raw_state(&store, b"carol").unwrap(),
+            Some(state(7, 13))
+        );
+        assert_eq!(
+            views::raw_state(&store, b"bob").unwrap(),
             None,
             "aborted state is not restored"
         );
-        assert_eq!(store.checkpoint().unwrap(), Some(7));
+        assert_eq!(store.checkpoint(STATES).unwrap(), Some(7));
     }
 }
 
@@ -198,7 +212,7 @@ fn at_least_once_restore_holds_back_states_of_input_that_will_be_replayed() {
     let ends = Arc::new(create_end_reader(&config).unwrap());
     let restorer = Restorer::new(&config, ends).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), HelloApp::new(&config).stores()).unwrap();
     let limits = RestoreLimits {
         replay_from: Some(102),
         ..RestoreLimits::default()
@@ -213,7 +227,13 @@ fn at_least_once_restore_holds_back_states_of_input_that_will_be_replayed() {
         )
         .unwrap();
     assert_eq!((report.records, report.held_back), (4, 2));
-    assert_eq!(store.get_raw(b"dave").unwrap(), Some(state(1, 100)));
-    assert_eq!(store.get_raw(b"erin").unwrap(), Some(state(1, 101)));
-    assert_eq!(store.checkpoint().unwrap(), Some(4));
+    assert_eq!(
+        views::raw_state(&store, b"dave").unwrap(),
+        Some(state(1, 100))
+    );
+    assert_eq!(
+        views::raw_state(&store, b"erin").unwrap(),
+        Some(state(1, 101))
+    );
+    assert_eq!(store.checkpoint(STATES).unwrap(), Some(4));
 }

@@ -139,6 +139,7 @@ impl Engine {
             let cancel = Arc::new(AtomicBool::new(false));
             let job = RestoreJob {
                 config: self.config.clone(),
+                app: self.app.clone(),
                 metrics: self.metrics.clone(),
                 ends: self.ends.clone(),
                 partition,
@@ -237,12 +238,8 @@ impl Engine {
         position.add_partition_offset(&self.config.topics.input, done.partition, committed)?;
         seek(consumer, position.clone())?;
         consumer.resume(&position)?;
-        let task = Task::new(
-            done.partition,
-            store.clone(),
-            self.config.max_value_bytes,
-            self.config.windows,
-        )?;
+        let processor = self.app.processor(done.partition, &store)?;
+        let task = Task::new(done.partition, store.clone(), processor);
         self.tasks.insert(done.partition, task);
         self.local.set_active(done.partition, store);
         if let Offset::Offset(position) = committed {

@@ -14,7 +14,9 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::{Config, Guarantee};
-use crate::engine::sink::{InputRecord, Sink, WINDOWS_CHANGELOG};
+use crate::engine::application::Application;
+use crate::engine::now_ms;
+use crate::engine::sink::{InputRecord, Sink};
 use crate::engine::store::restore::{RestoreError, RestoreProgress, Restorer};
 use crate::engine::store::StoreError;
 use crate::engine::task::{Task, TaskError};
@@ -63,6 +65,7 @@ impl From<TaskError> for ProcessorError {
 /// Everything the stream thread needs; built by the daemon.
 pub struct Setup {
     pub config: Arc<Config>,
+    pub app: Arc<dyn Application>,
     pub layout: Layout,
     pub instance_id: String,
     /// Which of the instance's stream threads this is, from 0.
@@ -200,6 +203,7 @@ impl Rebalancer for Hooks {
 
 struct Engine {
     config: Arc<Config>,
+    app: Arc<dyn Application>,
     instance_id: String,
     thread: usize,
     sink: Sink,
@@ -256,15 +260,14 @@ fn producer_config(config: &Config) -> ClientConfig {
 
 fn create_producer(
     config: &Config,
+    app: &dyn Application,
     instance_id: &str,
     thread: usize,
     partitions: i32,
 ) -> Result<Producer, ProducerError> {
-    // The order sets the indexes: the window changelog is `sink::WINDOWS_CHANGELOG`.
-    let tracker = DeliveryTracker::new(
-        &[&config.topics.changelog, &config.topics.windows_changelog],
-        partitions,
-    );
+    // The order sets the indexes: the tracker's changelog i is store i's.
+    let changelogs: Vec<&str> = app.stores().iter().map(|s| s.changelog.as_str()).collect();
+    let tracker = DeliveryTracker::new(&changelogs, partitions);
     Producer::create(
         producer_config(config),
         transactional_id(config, instance_id, thread),
@@ -281,11 +284,29 @@ impl Engine {
     ) -> Result<Engine, ProcessorError> {
         let producer = create_producer(
             &setup.config,
+            &*setup.app,
             &setup.instance_id,
             setup.thread,
             setup.layout.input,
         )?;
-        let sink = Sink::new(producer, &setup.config, setup.layout);
+        let sink = Sink::new(
+            producer,
+            setup
+                .app
+                .stores()
+                .iter()
+                .map(|s| s.changelog.clone())
+                .collect(),
+            setup
+                .app
+                .outputs()
+                .iter()
+                .map(|o| o.topic.clone())
+                .collect(),
+            setup.config.topics.dlq.clone(),
+            setup.layout.clone(),
+            setup.config.dlq_max_value_bytes,
+        );
         let cache_entries_per_store =
             setup.config.query.cache_max_entries / setup.layout.input.max(1) as usize;
         let ends = Arc::new(create_end_reader(&setup.config)?);
@@ -294,7 +315,8 @@ impl Engine {
             generation: 0,
             ends,
             shutdown,
-            next_punctuation: setup.config.reset_interval.map(|i| Instant::now() + i),
+            next_punctuation: setup.app.punctuate_every().map(|i| Instant::now() + i),
+            app: setup.app,
             cache_entries_per_store,
             config: setup.config,
             instance_id: setup.instance_id,
@@ -389,13 +411,12 @@ impl Engine {
             return Ok(());
         }
         self.begin_if_needed()?;
-        let now_ms = now_ms();
         let Some(task) = self.tasks.get_mut(&record.partition) else {
             return Ok(());
         };
         self.uncommitted.processed += 1;
         self.uncommitted.record_timestamp(record.timestamp_ms);
-        match task.process(record, &self.sink, &mut self.uncommitted, now_ms) {
+        match task.process(record, &self.sink, &mut self.uncommitted) {
             Ok(_) => Ok(()),
             Err(TaskError::Produce(error)) => {
                 tracing::warn!(error = %error, "produce failed, aborting the transaction");
@@ -406,7 +427,7 @@ impl Engine {
     }
 
     fn maybe_punctuate(&mut self, consumer: &GroupConsumer) -> Result<(), ProcessorError> {
-        let (Some(at), Some(interval)) = (self.next_punctuation, self.config.reset_interval) else {
+        let (Some(at), Some(interval)) = (self.next_punctuation, self.app.punctuate_every()) else {
             return Ok(());
         };
         if Instant::now() < at {
@@ -419,7 +440,7 @@ impl Engine {
         self.begin_if_needed()?;
         let mut failed = false;
         for task in self.tasks.values_mut() {
-            if let Err(error) = task.punctuate(&self.sink) {
+            if let Err(error) = task.punctuate(&self.sink, &mut self.uncommitted) {
                 tracing::warn!(%error, partition = task.partition, "punctuation failed");
                 failed = true;
                 break;
@@ -490,7 +511,7 @@ impl Engine {
         }
         let started = Instant::now();
         for task in self.tasks.values_mut() {
-            if let Err(error) = task.before_commit(&self.sink) {
+            if let Err(error) = task.before_commit(&self.sink, &mut self.uncommitted) {
                 match error {
                     TaskError::Produce(error) => {
                         tracing::warn!(%error, "produce failed, aborting the transaction");
@@ -520,10 +541,8 @@ impl Engine {
         self.in_txn = false;
         let tracker = self.sink.producer().tracker();
         for task in self.tasks.values_mut() {
-            let checkpoint = tracker.next_changelog_offset(task.partition);
-            let windows_checkpoint = tracker.next_offset(WINDOWS_CHANGELOG, task.partition);
             let position = task.pending_offset();
-            task.committed(checkpoint, windows_checkpoint)?;
+            task.committed(tracker)?;
             if let Some(position) = position {
                 self.local.set_position(task.partition, position);
             }
@@ -625,7 +644,13 @@ impl Engine {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match create_producer(&self.config, &self.instance_id, self.thread, partitions) {
+            match create_producer(
+                &self.config,
+                &*self.app,
+                &self.instance_id,
+                self.thread,
+                partitions,
+            ) {
                 Ok(producer) => return Ok(Some(producer)),
                 Err(error) if error.is_retriable() => {
                     if self.shutdown.is_triggered() {
@@ -709,11 +734,4 @@ enum Failure {
     Aborted,
     Fatal,
     Unknown,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

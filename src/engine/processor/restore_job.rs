@@ -10,6 +10,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::{Config, Guarantee};
+use crate::engine::application::Application;
 use crate::engine::store::restore::{
     retry_sliced, Cancel, RestoreError, RestoreLimits, RestoreProgress, RestoreReport, Restorer,
 };
@@ -29,6 +30,7 @@ const NO_OFFSET_RECHECK: Duration = Duration::from_secs(30);
 /// Opens a partition's store and restores it, on its own thread.
 pub(super) struct RestoreJob {
     pub(super) config: Arc<Config>,
+    pub(super) app: Arc<dyn Application>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) ends: Arc<Reader>,
     pub(super) partition: i32,
@@ -78,7 +80,7 @@ impl RestoreJob {
         let mut report = match restorer.restore_with(
             &store,
             self.partition,
-            limits,
+            limits.clone(),
             &self.progress,
             cancel,
         ) {
@@ -95,8 +97,14 @@ impl RestoreJob {
                 Metrics::inc(&self.metrics.stores_rebuilt);
                 drop(store);
                 Store::wipe(&path)?;
-                store = Store::open_for(&path, self.config.windows.is_some())?;
-                restorer.restore_with(&store, self.partition, limits, &self.progress, cancel)?
+                store = Store::open(&path, self.app.stores())?;
+                restorer.restore_with(
+                    &store,
+                    self.partition,
+                    limits.clone(),
+                    &self.progress,
+                    cancel,
+                )?
             }
             other => other?,
         };
@@ -154,7 +162,7 @@ impl RestoreJob {
                 break offset;
             }
             // Only a missing offset needs the store's opinion.
-            if !store.has_states()? {
+            if !store.has_data()? {
                 break offset;
             }
             if started.elapsed() >= NO_OFFSET_RECHECK {
@@ -187,7 +195,7 @@ impl RestoreJob {
             if self.cancel.cancelled() {
                 return Err(RestoreError::Cancelled);
             }
-            let error = match Store::open_for(path, self.config.windows.is_some()) {
+            let error = match Store::open(path, self.app.stores()) {
                 Ok(store) => return Ok(store),
                 Err(error) => error,
             };
@@ -199,7 +207,7 @@ impl RestoreJob {
                     tracing::warn!(partition = self.partition, path = %path.display(), %error, cause = ?std::error::Error::source(&error).map(|s| s.to_string()), "state store is corrupt, rebuilding it from the changelog");
                     Metrics::inc(&self.metrics.stores_rebuilt);
                     Store::wipe(path)?;
-                    return Ok(Store::open_for(path, self.config.windows.is_some())?);
+                    return Ok(Store::open(path, self.app.stores())?);
                 }
                 _ => return Err(error.into()),
             }

@@ -1,7 +1,7 @@
-//! A bounded in-memory copy of committed states that queries have asked for.
+//! A bounded in-memory copy of committed values that queries have asked for.
 //!
 //! A RocksDB point lookup, even from the memtable, is most of what a RESP `GET` spends in the
-//! server. Queries tend to ask for the same keys again, so the query path keeps the states it
+//! server. Queries tend to ask for the same keys again, so the query path keeps the values it
 //! read here, and every commit refreshes the entries it changes. It holds committed state only
 //! (it is filled from the store and refreshed after a commit is written), so a read through it
 //! returns exactly what a read of the store would.
@@ -10,8 +10,8 @@
 //! no memory. Full shards are emptied rather than evicted entry by entry: simple, O(1)
 //! amortised, and the hot keys come back on their next read.
 //!
-//! Keys live inside the entries (up to [`INLINE_KEY`] bytes; longer keys are not cached), so
-//! a probe touches one bucket instead of chasing a pointer to a boxed key, and a fill does
+//! Keys and values live inside the entries (up to [`INLINE_KEY`] and [`INLINE_VALUE`] bytes;
+//! longer ones are not cached), so a probe touches one bucket instead of chasing a pointer to a boxed key, and a fill does
 //! not allocate. The hasher is seeded (keys come from clients) but much cheaper than SipHash
 //! (BENCHMARKS.md, "Why the code is the way it is").
 
@@ -20,8 +20,6 @@ use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard};
 
 use foldhash::fast::RandomState;
-
-use crate::hello::domain::HelloState;
 
 const SHARDS: usize = 16;
 
@@ -32,6 +30,30 @@ pub const INLINE_KEY: usize = 47;
 struct InlineKey {
     len: u8,
     bytes: [u8; INLINE_KEY],
+}
+
+/// Longest value kept in the cache.
+pub const INLINE_VALUE: usize = 62;
+
+#[derive(Clone, Copy)]
+pub struct InlineValue {
+    len: u8,
+    bytes: [u8; INLINE_VALUE],
+}
+
+impl InlineValue {
+    fn new(value: &[u8]) -> Option<InlineValue> {
+        let mut bytes = [0; INLINE_VALUE];
+        bytes.get_mut(..value.len())?.copy_from_slice(value);
+        Some(InlineValue {
+            len: value.len() as u8,
+            bytes,
+        })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
 }
 
 impl InlineKey {
@@ -54,7 +76,7 @@ pub struct StateCache {
 #[derive(Default)]
 struct Shard {
     /// `None` remembers a key the store does not hold.
-    entries: HashMap<InlineKey, Option<HelloState>, RandomState>,
+    entries: HashMap<InlineKey, Option<InlineValue>, RandomState>,
     /// Bumped by every write to a key of this shard. A fill that started before a write
     /// would insert what may be the old value, so it only lands if this did not move.
     writes: u64,
@@ -71,10 +93,10 @@ pub struct CacheStats {
     pub entries: usize,
 }
 
-/// What a lookup found: the cached state, or a ticket to [`StateCache::fill`] with after
+/// What a lookup found: the cached value (`None`: the store does not hold the key), or a ticket to [`StateCache::fill`] with after
 /// reading the store.
 pub enum Cached {
-    Hit(Option<HelloState>),
+    Hit(Option<InlineValue>),
     Miss(Ticket),
 }
 
@@ -130,10 +152,10 @@ impl StateCache {
         let shard = self.shard_of(&key);
         let mut guard = self.lock(shard);
         match guard.entries.get(&key) {
-            Some(state) => {
-                let state = *state;
+            Some(value) => {
+                let value = *value;
                 guard.hits += 1;
-                Cached::Hit(state)
+                Cached::Hit(value)
             }
             None => {
                 guard.misses += 1;
@@ -147,9 +169,16 @@ impl StateCache {
 
     /// Remembers what the store returned for `key`, unless a write to the shard came in
     /// since the ticket was issued.
-    pub fn fill(&self, state: Option<HelloState>, ticket: Ticket) {
+    pub fn fill(&self, value: Option<&[u8]>, ticket: Ticket) {
         let Some((shard, key)) = ticket.slot else {
             return;
+        };
+        let value = match value {
+            None => None,
+            Some(value) => match InlineValue::new(value) {
+                Some(value) => Some(value),
+                None => return, // too long to cache
+            },
         };
         let mut guard = self.lock(shard);
         if guard.writes != ticket.writes {
@@ -158,19 +187,27 @@ impl StateCache {
         if guard.entries.len() >= self.per_shard {
             guard.entries.clear();
         }
-        guard.entries.insert(key, state);
+        guard.entries.insert(key, value);
     }
 
-    /// Called after `state` was committed to the store for `key`: refreshes the entry if
-    /// the key is cached and stops fills that read the store before this write.
-    pub fn committed(&self, key: &[u8], state: &HelloState) {
+    /// Called after `value` was committed to the store for `key` (`None`: deleted):
+    /// refreshes the entry if the key is cached and stops fills that read the store before
+    /// this write.
+    pub fn committed(&self, key: &[u8], value: Option<&[u8]>) {
         let Some(key) = InlineKey::new(key) else {
             return; // never cached
         };
         let mut guard = self.lock(self.shard_of(&key));
         guard.writes += 1;
-        if let Some(entry) = guard.entries.get_mut(&key) {
-            *entry = Some(*state);
+        let Some(entry) = guard.entries.get_mut(&key) else {
+            return;
+        };
+        match value.map(InlineValue::new) {
+            None => *entry = None,
+            Some(Some(value)) => *entry = Some(value),
+            Some(None) => {
+                guard.entries.remove(&key);
+            }
         }
     }
 
@@ -207,12 +244,8 @@ impl StateCache {
 mod tests {
     use super::*;
 
-    fn state(count: u64) -> HelloState {
-        HelloState {
-            hello_count: count,
-            revision: count,
-            ..HelloState::default()
-        }
+    fn state(count: u64) -> Vec<u8> {
+        count.to_be_bytes().to_vec()
     }
 
     fn miss(cache: &StateCache, key: &[u8]) -> Ticket {
@@ -222,9 +255,9 @@ mod tests {
         }
     }
 
-    fn hit(cache: &StateCache, key: &[u8]) -> Option<HelloState> {
+    fn hit(cache: &StateCache, key: &[u8]) -> Option<Vec<u8>> {
         match cache.get(key) {
-            Cached::Hit(state) => state,
+            Cached::Hit(value) => value.map(|v| v.as_bytes().to_vec()),
             Cached::Miss(_) => panic!("expected a hit"),
         }
     }
@@ -233,9 +266,9 @@ mod tests {
     fn a_filled_key_hits_and_commits_refresh_it() {
         let cache = StateCache::new(64);
         let ticket = miss(&cache, b"alice");
-        cache.fill(Some(state(1)), ticket);
+        cache.fill(Some(&state(1)), ticket);
         assert_eq!(hit(&cache, b"alice"), Some(state(1)));
-        cache.committed(b"alice", &state(2));
+        cache.committed(b"alice", Some(&state(2)));
         assert_eq!(hit(&cache, b"alice"), Some(state(2)));
     }
 
@@ -245,7 +278,7 @@ mod tests {
         let ticket = miss(&cache, b"ghost");
         cache.fill(None, ticket);
         assert_eq!(hit(&cache, b"ghost"), None);
-        cache.committed(b"ghost", &state(1));
+        cache.committed(b"ghost", Some(&state(1)));
         assert_eq!(hit(&cache, b"ghost"), Some(state(1)));
     }
 
@@ -254,22 +287,22 @@ mod tests {
         let cache = StateCache::new(64);
         let ticket = miss(&cache, b"bob");
         // The reader read the old value from the store, then a commit landed.
-        cache.committed(b"bob", &state(5));
-        cache.fill(Some(state(4)), ticket);
+        cache.committed(b"bob", Some(&state(5)));
+        cache.fill(Some(&state(4)), ticket);
         assert!(matches!(cache.get(b"bob"), Cached::Miss(_)));
     }
 
     #[test]
     fn commits_do_not_fill_and_clear_forgets() {
         let cache = StateCache::new(64);
-        cache.committed(b"carol", &state(1));
+        cache.committed(b"carol", Some(&state(1)));
         assert_eq!(cache.len(), 0);
         let ticket = miss(&cache, b"carol");
-        cache.fill(Some(state(1)), ticket);
+        cache.fill(Some(&state(1)), ticket);
         let stale = miss(&cache, b"dave");
         cache.clear();
         assert_eq!(cache.len(), 0);
-        cache.fill(Some(state(9)), stale);
+        cache.fill(Some(&state(9)), stale);
         assert_eq!(cache.len(), 0);
     }
 
@@ -279,7 +312,7 @@ mod tests {
         for i in 0..10_000u64 {
             let key = format!("k:{i:012}");
             let ticket = miss(&cache, key.as_bytes());
-            cache.fill(Some(state(i)), ticket);
+            cache.fill(Some(&state(i)), ticket);
         }
         assert_eq!(cache.len(), 10_000);
     }
@@ -289,14 +322,28 @@ mod tests {
         let cache = StateCache::new(64);
         let long = [b'x'; INLINE_KEY + 1];
         let ticket = miss(&cache, &long);
-        cache.fill(Some(state(1)), ticket);
-        cache.committed(&long, &state(2));
+        cache.fill(Some(&state(1)), ticket);
+        cache.committed(&long, Some(&state(2)));
         assert!(matches!(cache.get(&long), Cached::Miss(_)));
         assert_eq!(cache.len(), 0);
         let longest = [b'y'; INLINE_KEY];
         let ticket = miss(&cache, &longest);
-        cache.fill(Some(state(3)), ticket);
+        cache.fill(Some(&state(3)), ticket);
         assert_eq!(hit(&cache, &longest), Some(state(3)));
+    }
+
+    #[test]
+    fn deletes_and_long_values_leave_no_stale_entry() {
+        let cache = StateCache::new(64);
+        let ticket = miss(&cache, b"erin");
+        cache.fill(Some(&state(1)), ticket);
+        cache.committed(b"erin", None);
+        assert_eq!(hit(&cache, b"erin"), None);
+        cache.committed(b"erin", Some(&[7; INLINE_VALUE + 1]));
+        assert!(matches!(cache.get(b"erin"), Cached::Miss(_)));
+        let ticket = miss(&cache, b"erin");
+        cache.fill(Some(&[7; INLINE_VALUE + 1]), ticket);
+        assert!(matches!(cache.get(b"erin"), Cached::Miss(_)));
     }
 
     #[test]
@@ -305,7 +352,7 @@ mod tests {
         for i in 0..10_000u64 {
             let key = i.to_be_bytes();
             let ticket = miss(&cache, &key);
-            cache.fill(Some(state(i)), ticket);
+            cache.fill(Some(&state(i)), ticket);
         }
         assert!(cache.len() <= 40, "{} entries", cache.len());
     }

@@ -1,28 +1,28 @@
 //! The RocksDB state store of one partition, holding committed state only.
 //!
-//! The processor keeps the changes of an open transaction in memory and hands them to
-//! [`Store::commit`] after Kafka accepted the transaction; state and the changelog offset it
-//! reflects (the checkpoint) land in one `WriteBatch`, so the store is always a prefix of the
-//! changelog and a restore replays only what lies past the checkpoint.
+//! A partition's stores (the application's [`StoreSpec`]s) are column families of one RocksDB.
+//! The task keeps the writes of an open transaction in its overlay and hands them to
+//! [`Store::commit`] after Kafka accepted the transaction; the values and each changelog's
+//! offset they reflect (the checkpoints) land in one `WriteBatch`, so every store is always a
+//! prefix of its changelog and a restore replays only what lies past the checkpoint.
+//!
+//! The store knows keys and values as bytes; what they mean is the application's.
 
 pub mod cache;
 pub mod restore;
-pub mod windows;
 
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch,
-    WriteBufferManager, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode,
+    Options, ReadOptions, WriteBatch, WriteBufferManager, WriteOptions, DB,
 };
 
-use crate::hello::codec::{self, CHECKPOINT_KEY, EPOCH_KEY};
-use crate::hello::domain::HelloState;
+use super::application::{StoreId, StoreSpec};
 pub use cache::CacheStats;
 use cache::{Cached, StateCache};
-pub use windows::{WindowCommit, WindowRow, WindowWrite};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -50,19 +50,12 @@ pub enum StoreError {
         #[source]
         source: rocksdb::Error,
     },
-    #[error("state store at {path} holds a corrupt value for key {key:?}")]
+    #[error("state store at {path} holds a corrupt value in {family} for key {key:?}: {reason}")]
     Corrupt {
         path: PathBuf,
+        family: &'static str,
         key: String,
-        #[source]
-        source: codec::DecodeError,
-    },
-    #[error("state store at {path} holds a corrupt window value for key {key:?}")]
-    CorruptWindow {
-        path: PathBuf,
-        key: String,
-        #[source]
-        source: crate::hello::windows::DecodeError,
+        reason: String,
     },
 }
 
@@ -106,18 +99,56 @@ fn classify_open_error(error: &rocksdb::Error) -> OpenFailure {
     OpenFailure::Resource
 }
 
-/// One key's change inside a commit.
-pub struct Change<'a> {
+/// The engine's own keys in the default family begin with this byte.
+const BOOKKEEPING: u8 = 0xff;
+
+/// One store's column families and checkpoint key.
+#[derive(Debug, Clone)]
+struct Family {
+    name: &'static str,
+    /// The default family (the first store).
+    default: bool,
+    index: Option<crate::engine::application::IndexSpec>,
+    checkpoint_key: Vec<u8>,
+    cached: bool,
+    changelog: String,
+    folded_offset: Option<fn(&[u8], &[u8]) -> Option<i64>>,
+}
+
+impl Family {
+    fn of(id: usize, spec: &StoreSpec) -> Family {
+        // The first store's key predates the others and stays, so existing stores open.
+        let name = match id {
+            0 => "changelog-checkpoint".to_owned(),
+            _ => format!("{}-changelog-checkpoint", spec.family),
+        };
+        let mut checkpoint_key = vec![BOOKKEEPING];
+        checkpoint_key.extend_from_slice(name.as_bytes());
+        Family {
+            name: spec.family,
+            default: id == 0,
+            index: spec.index,
+            checkpoint_key,
+            cached: id == 0 && spec.read_cache,
+            changelog: spec.changelog.clone(),
+            folded_offset: spec.folded_offset,
+        }
+    }
+}
+
+/// One write of a commit: `value: None` deletes the key.
+pub struct Write<'a> {
+    pub store: StoreId,
     pub key: &'a [u8],
-    pub state: &'a HelloState,
+    pub value: Option<&'a [u8]>,
 }
 
 pub struct Store {
     db: DB,
     path: PathBuf,
-    /// Committed punctuation epoch, cached so reads need one RocksDB lookup.
-    epoch: AtomicU64,
-    /// States that queries read, kept fresh by commits; `None`: every read goes to RocksDB.
+    families: Vec<Family>,
+    /// Committed values of the first store that queries read, kept fresh by commits; `None`:
+    /// every read goes to RocksDB.
     cache: Option<StateCache>,
 }
 
@@ -143,20 +174,20 @@ fn shared_write_buffers() -> &'static WriteBufferManager {
 /// the fallback to defaults never happens silently.
 const RECOVERY_OPTIONS: &str = "avoid_flush_during_recovery=true";
 
-/// Column families besides the default one, which holds the key/value states and the
-/// bookkeeping: the window store, and its time index (see [`crate::hello::windows`]).
-const WINDOWS_CF: &str = "windows";
-const WINDOW_INDEX_CF: &str = "window-index";
-
-/// The column families to open: the window ones when `windows` (created if missing), and any
-/// the store already has (RocksDB opens all or nothing). A store without windows has none: an
-/// empty family pins the oldest WAL file, so every WAL the store wrote stayed on disk and
-/// RocksDB kept forcing flushes to free them.
-fn column_families(path: &Path, windows: bool) -> Vec<ColumnFamilyDescriptor> {
+/// The column families to open: the stores' (created if missing), and any the store already
+/// has (RocksDB opens all or nothing). Only declared families are created: an empty family
+/// pins the oldest WAL file, so every WAL the store wrote stayed on disk and RocksDB kept
+/// forcing flushes to free them.
+fn column_families(path: &Path, families: &[Family]) -> Vec<ColumnFamilyDescriptor> {
     let mut names: Vec<String> = DB::list_cf(&options(), path).unwrap_or_default();
-    if windows {
-        names.extend([WINDOWS_CF.to_owned(), WINDOW_INDEX_CF.to_owned()]);
+    for family in families.iter().filter(|f| !f.default) {
+        names.push(family.name.to_owned());
     }
+    names.extend(
+        families
+            .iter()
+            .filter_map(|f| Some(f.index?.family.to_owned())),
+    );
     names.sort();
     names.dedup();
     names
@@ -202,57 +233,51 @@ fn options() -> Options {
 }
 
 impl Store {
-    /// Opens (creating if missing) the store at `path`, without the window store.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Self::open_for(path, false)
-    }
-
-    /// Opens (creating if missing) the store at `path`, with the window store when `windows`.
-    pub fn open_for(path: &Path, windows: bool) -> Result<Store, StoreError> {
+    /// Opens (creating if missing) the partition store at `path` with the application's
+    /// stores.
+    pub fn open(path: &Path, stores: &[StoreSpec]) -> Result<Store, StoreError> {
         std::fs::create_dir_all(path).map_err(|source| StoreError::CreateDir {
             path: path.to_owned(),
             source,
         })?;
-        let families = column_families(path, windows);
-        let db = DB::open_cf_descriptors(&options(), path, families).map_err(|source| {
+        let families = families(stores);
+        let descriptors = column_families(path, &families);
+        let db = DB::open_cf_descriptors(&options(), path, descriptors).map_err(|source| {
             StoreError::Open {
                 path: path.to_owned(),
                 source,
             }
         })?;
-        Self::from_db(db, path)
+        Ok(Self::from_db(db, path, families))
     }
 
     /// Opens a store without taking its lock, for operator reads of a stopped (or running)
-    /// instance. Never creates anything.
-    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+    /// instance. Never creates anything; a store missing a family reads as empty there.
+    pub fn open_read_only(path: &Path, stores: &[StoreSpec]) -> Result<Store, StoreError> {
         let mut options = options();
         options.create_if_missing(false);
         let open_error = |source| StoreError::Open {
             path: path.to_owned(),
             source,
         };
-        // A store written before windows existed has only the default column family.
-        let families = DB::list_cf(&options, path).map_err(open_error)?;
-        let db = DB::open_cf_for_read_only(&options, path, families, false).map_err(open_error)?;
-        Self::from_db(db, path)
+        let existing = DB::list_cf(&options, path).map_err(open_error)?;
+        let db = DB::open_cf_for_read_only(&options, path, existing, false).map_err(open_error)?;
+        Ok(Self::from_db(db, path, families(stores)))
     }
 
-    fn from_db(db: DB, path: &Path) -> Result<Store, StoreError> {
-        let store = Store {
+    fn from_db(db: DB, path: &Path, families: Vec<Family>) -> Store {
+        Store {
             db,
             path: path.to_owned(),
-            epoch: AtomicU64::new(0),
+            families,
             cache: None,
-        };
-        let epoch = store.raw_u64(EPOCH_KEY)?.unwrap_or(0);
-        store.epoch.store(epoch, Ordering::Release);
-        Ok(store)
+        }
     }
 
-    /// Puts a cache of at most `entries` states in front of [`Store::get`]; 0: none.
+    /// Puts a cache of at most `entries` values in front of [`Store::get_cached`]; 0: none.
     pub fn with_read_cache(mut self, entries: usize) -> Store {
-        self.cache = (entries > 0).then(|| StateCache::new(entries));
+        let wanted = self.families.first().is_some_and(|f| f.cached);
+        self.cache = (wanted && entries > 0).then(|| StateCache::new(entries));
         self
     }
 
@@ -272,6 +297,32 @@ impl Store {
         &self.path
     }
 
+    /// How many stores the application declared.
+    pub fn stores(&self) -> usize {
+        self.families.len()
+    }
+
+    /// The store's name (its column family).
+    pub fn name(&self, store: StoreId) -> &'static str {
+        self.families[store.0].name
+    }
+
+    /// The store's changelog topic.
+    pub fn changelog(&self, store: StoreId) -> &str {
+        &self.families[store.0].changelog
+    }
+
+    /// The input offset whose fold wrote this changelog value, if the application records one
+    /// ([`StoreSpec::folded_offset`]).
+    pub fn folded_offset(&self, store: StoreId, key: &[u8], value: &[u8]) -> Option<i64> {
+        self.families[store.0].folded_offset?(key, value)
+    }
+
+    /// Where `key` of `store` appears in the store's index; `None`: nowhere.
+    pub fn index_key(&self, store: StoreId, key: &[u8]) -> Option<Vec<u8>> {
+        (self.families[store.0].index?.key)(key)
+    }
+
     fn io(&self, source: rocksdb::Error) -> StoreError {
         StoreError::Io {
             path: self.path.clone(),
@@ -279,32 +330,85 @@ impl Store {
         }
     }
 
-    fn raw_u64(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
-        let value = self.db.get_pinned(key).map_err(|e| self.io(e))?;
-        Ok(value.and_then(|v| codec::decode_u64(&v)))
+    /// The error for a value the application cannot decode.
+    pub fn corrupt(&self, store: StoreId, key: &[u8], reason: impl Display) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            family: self.name(store),
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: reason.to_string(),
+        }
     }
 
-    /// The next changelog offset to restore from; `None` for a store that never committed.
-    pub fn checkpoint(&self) -> Result<Option<u64>, StoreError> {
-        self.raw_u64(CHECKPOINT_KEY)
+    /// `None` for a family this store does not have (opened read-only before it existed).
+    fn handle(&self, name: &str) -> Option<&ColumnFamily> {
+        self.db.cf_handle(name)
     }
 
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+    /// The store's column family: `Some(None)` for the default one, `None` when this store
+    /// lacks it.
+    fn family_handle(&self, store: StoreId) -> Option<Option<&ColumnFamily>> {
+        let family = &self.families[store.0];
+        if family.default {
+            return Some(None);
+        }
+        self.handle(family.name).map(Some)
     }
 
-    /// The state as stored, without applying the punctuation epoch (what the fold needs).
-    pub fn get_raw(&self, key: &[u8]) -> Result<Option<HelloState>, StoreError> {
-        let Some(value) = self.db.get_pinned(key).map_err(|e| self.io(e))? else {
-            return Ok(None);
+    fn get_pinned(
+        &self,
+        store: StoreId,
+        key: &[u8],
+    ) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, StoreError> {
+        let found = match self.family_handle(store) {
+            None => return Ok(None),
+            Some(None) => self.db.get_pinned(key),
+            Some(Some(handle)) => self.db.get_pinned_cf(handle, key),
         };
-        codec::decode_state(&value)
-            .map(Some)
-            .map_err(|source| StoreError::Corrupt {
-                path: self.path.clone(),
-                key: String::from_utf8_lossy(key).into_owned(),
-                source,
-            })
+        found.map_err(|e| self.io(e))
+    }
+
+    /// The committed value of `key`, decoded by `read`; an `Err` of `read` is a corrupt value.
+    pub fn get<T, E: Display>(
+        &self,
+        store: StoreId,
+        key: &[u8],
+        read: impl FnOnce(&[u8]) -> Result<T, E>,
+    ) -> Result<Option<T>, StoreError> {
+        match self.get_pinned(store, key)? {
+            None => Ok(None),
+            Some(value) => read(&value)
+                .map(Some)
+                .map_err(|e| self.corrupt(store, key, e)),
+        }
+    }
+
+    /// [`Store::get`] on the first store, through the read cache when there is one. For
+    /// queries: processing reads with [`Store::get`], so it does not fill the cache with keys
+    /// nobody asks for.
+    pub fn get_cached<T, E: Display>(
+        &self,
+        key: &[u8],
+        read: impl FnOnce(&[u8]) -> Result<T, E>,
+    ) -> Result<Option<T>, StoreError> {
+        let first = StoreId(0);
+        let Some(cache) = &self.cache else {
+            return self.get(first, key, read);
+        };
+        let decode = |value: Option<&[u8]>| match value {
+            None => Ok(None),
+            Some(value) => read(value)
+                .map(Some)
+                .map_err(|e| self.corrupt(first, key, e)),
+        };
+        match cache.get(key) {
+            Cached::Hit(value) => decode(value.as_ref().map(|v| v.as_bytes())),
+            Cached::Miss(ticket) => {
+                let value = self.get_pinned(first, key)?;
+                cache.fill(value.as_deref(), ticket);
+                decode(value.as_deref())
+            }
+        }
     }
 
     /// The read cache's lookups and size; `None` without a cache.
@@ -312,93 +416,89 @@ impl Store {
         self.cache.as_ref().map(StateCache::stats)
     }
 
-    /// The state as readers see it: counts from before the last punctuation read as zero.
-    /// Goes through the read cache; the fold uses [`Store::get_raw`], so processing does not
-    /// fill the cache with keys nobody asks for.
-    pub fn get(&self, key: &[u8]) -> Result<Option<HelloState>, StoreError> {
-        let epoch = self.epoch();
-        let raw = match &self.cache {
-            None => self.get_raw(key)?,
-            Some(cache) => match cache.get(key) {
-                Cached::Hit(state) => state,
-                Cached::Miss(ticket) => {
-                    let state = self.get_raw(key)?;
-                    cache.fill(state, ticket);
-                    state
-                }
-            },
-        };
-        Ok(raw.map(|s| s.effective(epoch)))
+    /// The next offset of the store's changelog to restore from; `None` for a store that never
+    /// committed.
+    pub fn checkpoint(&self, store: StoreId) -> Result<Option<u64>, StoreError> {
+        let key = &self.families[store.0].checkpoint_key;
+        let value = self.db.get_pinned(key).map_err(|e| self.io(e))?;
+        Ok(value.and_then(|v| decode_u64(&v)))
     }
 
-    /// Writes the committed changes of one transaction together with the checkpoint.
+    fn put(&self, batch: &mut WriteBatch, store: StoreId, key: &[u8], value: Option<&[u8]>) {
+        let Some(data) = self.family_handle(store) else {
+            return;
+        };
+        match (data, value) {
+            (None, Some(value)) => batch.put(key, value),
+            (None, None) => batch.delete(key),
+            (Some(data), Some(value)) => batch.put_cf(data, key, value),
+            (Some(data), None) => batch.delete_cf(data, key),
+        }
+        let Some(index) = self.families[store.0].index else {
+            return;
+        };
+        let (Some(handle), Some(index_key)) = (self.handle(index.family), (index.key)(key)) else {
+            return;
+        };
+        match value {
+            Some(value) => batch.put_cf(handle, index_key, value),
+            None => batch.delete_cf(handle, index_key),
+        }
+    }
+
+    /// Writes the committed writes of one transaction together with the checkpoints:
+    /// `checkpoints[i]` is store i's changelog offset after the transaction's last record
+    /// there (`None`: the transaction wrote nothing to it).
     pub fn commit<'a>(
         &self,
-        changes: impl IntoIterator<Item = Change<'a>>,
-        epoch: Option<u64>,
-        checkpoint: u64,
+        writes: impl IntoIterator<Item = Write<'a>>,
+        checkpoints: &[Option<u64>],
     ) -> Result<(), StoreError> {
-        self.commit_with(changes, epoch, Some(checkpoint), None)
-    }
-
-    /// [`Store::commit`] with the transaction's window changes: states, windows and both
-    /// changelogs' checkpoints land in one batch. `checkpoint` is `None` when the transaction
-    /// wrote nothing to the state changelog.
-    pub fn commit_with<'a>(
-        &self,
-        changes: impl IntoIterator<Item = Change<'a>>,
-        epoch: Option<u64>,
-        checkpoint: Option<u64>,
-        windows: Option<&WindowCommit<'_>>,
-    ) -> Result<(), StoreError> {
-        let changes: Vec<Change<'a>> = changes.into_iter().collect();
         let mut batch = WriteBatch::default();
-        for change in &changes {
-            batch.put(change.key, codec::encode_state(change.state));
+        let mut cached: Vec<(&'a [u8], Option<&'a [u8]>)> = Vec::new();
+        for write in writes {
+            self.put(&mut batch, write.store, write.key, write.value);
+            if self.cache.is_some() && write.store.0 == 0 {
+                cached.push((write.key, write.value));
+            }
         }
-        if let Some(epoch) = epoch {
-            batch.put(EPOCH_KEY, codec::encode_u64(epoch));
-        }
-        if let Some(checkpoint) = checkpoint {
-            batch.put(CHECKPOINT_KEY, codec::encode_u64(checkpoint));
-        }
-        if let Some(windows) = windows {
-            self.add_windows(&mut batch, windows);
+        for (family, checkpoint) in self.families.iter().zip(checkpoints) {
+            if let Some(checkpoint) = checkpoint {
+                batch.put(&family.checkpoint_key, checkpoint.to_be_bytes());
+            }
         }
         self.write(batch)?;
         // Only after the write: a fill that read the store before it must see the bump.
         if let Some(cache) = &self.cache {
-            for change in &changes {
-                cache.committed(change.key, change.state);
+            for (key, value) in cached {
+                cache.committed(key, value);
             }
-        }
-        if let Some(epoch) = epoch {
-            self.epoch.store(epoch, Ordering::Release);
         }
         Ok(())
     }
 
-    /// Writes changelog records verbatim (restore); `next_offset` becomes the checkpoint.
+    /// Writes changelog records verbatim (restore): a value is put, a tombstone deletes;
+    /// `next_offset` becomes the store's checkpoint.
     pub fn apply_changelog<'a>(
         &self,
-        records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        store: StoreId,
+        records: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
         next_offset: u64,
     ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        let mut epoch = None;
         for (key, value) in records {
-            if key == EPOCH_KEY {
-                epoch = codec::decode_u64(value);
+            if store.0 == 0 && key.first() == Some(&BOOKKEEPING) {
+                continue;
             }
-            batch.put(key, value);
+            self.put(&mut batch, store, key, value);
         }
-        batch.put(CHECKPOINT_KEY, codec::encode_u64(next_offset));
+        batch.put(
+            &self.families[store.0].checkpoint_key,
+            next_offset.to_be_bytes(),
+        );
         self.write(batch)?;
-        if let Some(cache) = &self.cache {
+        if let (Some(cache), 0) = (&self.cache, store.0) {
             cache.clear();
-        }
-        if let Some(epoch) = epoch {
-            self.epoch.store(epoch, Ordering::Release);
         }
         Ok(())
     }
@@ -417,40 +517,94 @@ impl Store {
         self.db.flush().map_err(|e| self.io(e))
     }
 
-    /// Whether any key has state (a checkpoint alone may only cover aborted records and
-    /// transaction markers).
-    pub fn has_states(&self) -> Result<bool, StoreError> {
-        for item in self.db.iterator(IteratorMode::Start) {
-            let (key, _) = item.map_err(|e| self.io(e))?;
-            if codec::is_entity_key(&key) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+    /// Whether the first store holds any key (a checkpoint alone may only cover aborted
+    /// records and transaction markers).
+    pub fn has_data(&self) -> Result<bool, StoreError> {
+        let mut found = false;
+        self.scan(StoreId(0), &[], None, |_, _| {
+            found = true;
+            Ok(false)
+        })?;
+        Ok(found)
     }
 
-    /// Every entity's effective state, in key order.
-    pub fn for_each_state(
+    /// The committed keys of `store` from `from` up to (not including) `below`, in key order;
+    /// `visit` returns false to stop. The engine's own keys are never visited.
+    pub fn scan(
         &self,
-        mut visit: impl FnMut(&str, HelloState),
-    ) -> Result<u64, StoreError> {
-        let epoch = self.epoch();
-        let mut visited = 0;
-        for item in self.db.iterator(IteratorMode::Start) {
-            let (key, value) = item.map_err(|e| self.io(e))?;
-            if !codec::is_entity_key(&key) {
-                continue;
-            }
-            let state = codec::decode_state(&value).map_err(|source| StoreError::Corrupt {
-                path: self.path.clone(),
-                key: String::from_utf8_lossy(&key).into_owned(),
-                source,
-            })?;
-            visit(&String::from_utf8_lossy(&key), state.effective(epoch));
-            visited += 1;
+        store: StoreId,
+        from: &[u8],
+        below: Option<&[u8]>,
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        match self.family_handle(store) {
+            Some(handle) => self.scan_family(handle, from, below, visit),
+            None => Ok(()),
         }
-        Ok(visited)
     }
+
+    /// [`Store::scan`] over the store's index: `visit` gets index keys and values.
+    pub fn scan_index(
+        &self,
+        store: StoreId,
+        from: &[u8],
+        below: Option<&[u8]>,
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let Some(index) = self.families[store.0].index else {
+            return Ok(());
+        };
+        let Some(handle) = self.handle(index.family) else {
+            return Ok(());
+        };
+        self.scan_family(Some(handle), from, below, visit)
+    }
+
+    fn scan_family(
+        &self,
+        handle: Option<&ColumnFamily>,
+        from: &[u8],
+        below: Option<&[u8]>,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        if below.is_some_and(|below| below <= from) {
+            return Ok(());
+        }
+        let mut options = ReadOptions::default();
+        if let Some(below) = below {
+            options.set_iterate_upper_bound(below.to_vec());
+        }
+        let mode = IteratorMode::From(from, Direction::Forward);
+        let iterator = match handle {
+            Some(handle) => self.db.iterator_cf_opt(handle, options, mode),
+            None => self.db.iterator_opt(mode, options),
+        };
+        for item in iterator {
+            let (key, value) = item.map_err(|e| self.io(e))?;
+            if handle.is_none() && key.first() == Some(&BOOKKEEPING) {
+                // The engine's keys sort last in the default family.
+                break;
+            }
+            if !visit(&key, &value)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn families(stores: &[StoreSpec]) -> Vec<Family> {
+    stores
+        .iter()
+        .enumerate()
+        .map(|(id, spec)| Family::of(id, spec))
+        .collect()
+}
+
+/// A checkpoint; `None` for anything that is not 8 bytes.
+fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    let word: [u8; 8] = bytes.try_into().ok()?;
+    Some(u64::from_be_bytes(word))
 }
 
 /// `<state_dir>/<app_id>/<partition>/`, as docs/DESIGN.md lays it out.
@@ -461,13 +615,68 @@ pub fn partition_dir(state_dir: &Path, application_id: &str, partition: i32) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hello::domain::Mood;
+    use crate::engine::application::IndexSpec;
+    use crate::kafka::admin::Cleanup;
+
+    const MAIN: StoreId = StoreId(0);
+    const TIMED: StoreId = StoreId(1);
+
+    /// The index of the second store: the key reversed.
+    fn reversed(key: &[u8]) -> Option<Vec<u8>> {
+        (!key.is_empty()).then(|| key.iter().rev().copied().collect())
+    }
+
+    fn specs() -> Vec<StoreSpec> {
+        let spec = |family, index| StoreSpec {
+            family,
+            changelog: format!("{family}-changelog"),
+            cleanup: Cleanup::Compact,
+            index,
+            folded_offset: None,
+            read_cache: true,
+        };
+        vec![
+            spec("default", None),
+            spec(
+                "timed",
+                Some(IndexSpec {
+                    family: "timed-index",
+                    key: reversed,
+                }),
+            ),
+        ]
+    }
+
+    fn text(bytes: &[u8]) -> Result<String, std::str::Utf8Error> {
+        std::str::from_utf8(bytes).map(str::to_owned)
+    }
+
+    fn put<'a>(store: StoreId, key: &'a [u8], value: &'a [u8]) -> Write<'a> {
+        Write {
+            store,
+            key,
+            value: Some(value),
+        }
+    }
+
+    fn scanned(store: &Store, id: StoreId, index: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut seen = Vec::new();
+        let visit = |k: &[u8], v: &[u8]| {
+            seen.push((k.to_vec(), v.to_vec()));
+            Ok(true)
+        };
+        match index {
+            false => store.scan(id, &[], None, visit).unwrap(),
+            true => store.scan_index(id, &[], None, visit).unwrap(),
+        }
+        seen
+    }
 
     #[test]
     fn only_corruption_is_a_reason_to_rebuild() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let locked = Store::open(dir.path()).err().unwrap();
+        let store = Store::open(dir.path(), &specs()).unwrap();
+        let locked = Store::open(dir.path(), &specs()).err().unwrap();
         assert_eq!(
             locked.open_failure(),
             Some(OpenFailure::Locked),
@@ -479,7 +688,7 @@ mod tests {
             b"MANIFEST-9-garbage\n\x00garbled",
         )
         .unwrap();
-        let corrupt = Store::open(dir.path()).err().unwrap();
+        let corrupt = Store::open(dir.path(), &specs()).err().unwrap();
         assert_eq!(
             corrupt.open_failure(),
             Some(OpenFailure::Corrupt),
@@ -487,7 +696,7 @@ mod tests {
         );
 
         let other = tempfile::tempdir().unwrap();
-        Store::open(other.path()).unwrap();
+        Store::open(other.path(), &specs()).unwrap();
         use std::os::unix::fs::PermissionsExt;
         let dir_mode = |mode| {
             std::fs::set_permissions(other.path(), std::fs::Permissions::from_mode(mode)).unwrap()
@@ -495,7 +704,7 @@ mod tests {
         // Root ignores permission bits; only check where they apply.
         dir_mode(0o500);
         if std::fs::File::create(other.path().join("probe")).is_err() {
-            let refused = Store::open(other.path()).err().unwrap();
+            let refused = Store::open(other.path(), &specs()).err().unwrap();
             assert_eq!(
                 refused.open_failure(),
                 Some(OpenFailure::Resource),
@@ -512,108 +721,126 @@ mod tests {
             .is_ok());
     }
 
-    fn state(count: u64) -> HelloState {
-        HelloState {
-            hello_count: count,
-            hello_total_count: count,
-            mood: Mood::Happy,
-            revision: count,
-            last_offset: count as i64,
-            updated_at_ms: 0,
-            reset_epoch: 0,
-        }
-    }
-
     #[test]
-    fn commit_writes_state_and_checkpoint_together() {
+    fn a_commit_writes_every_store_its_index_and_checkpoints_together() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.checkpoint().unwrap(), None);
-        let s = state(3);
+        let store = Store::open(dir.path(), &specs()).unwrap();
+        assert_eq!(store.checkpoint(MAIN).unwrap(), None);
         store
             .commit(
-                [Change {
-                    key: b"alice",
-                    state: &s,
-                }],
-                None,
-                42,
+                [
+                    put(MAIN, b"alice", b"3"),
+                    put(TIMED, b"ab", b"x"),
+                    put(TIMED, b"ba", b"y"),
+                ],
+                &[Some(42), None],
             )
             .unwrap();
-        assert_eq!(store.get(b"alice").unwrap(), Some(s));
-        assert_eq!(store.checkpoint().unwrap(), Some(42));
-        drop(store);
-        let reopened = Store::open(dir.path()).unwrap();
-        assert_eq!(reopened.get(b"alice").unwrap(), Some(s));
-        assert_eq!(reopened.checkpoint().unwrap(), Some(42));
-    }
-
-    #[test]
-    fn an_epoch_zeroes_counts_on_read_and_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let s = state(5);
-        store
-            .commit(
-                [Change {
-                    key: b"bob",
-                    state: &s,
-                }],
-                None,
-                1,
-            )
-            .unwrap();
-        store.commit([], Some(1), 2).unwrap();
-        assert_eq!(store.get(b"bob").unwrap().unwrap().hello_count, 0);
-        assert_eq!(store.get_raw(b"bob").unwrap().unwrap().hello_count, 5);
-        drop(store);
-        let reopened = Store::open_read_only(dir.path()).unwrap();
-        assert_eq!(reopened.epoch(), 1);
-        let mut seen = Vec::new();
-        reopened
-            .for_each_state(|k, s| seen.push((k.to_owned(), s.hello_count)))
-            .unwrap();
-        assert_eq!(seen, [("bob".to_owned(), 0)]);
-    }
-
-    #[test]
-    fn cached_reads_follow_commits_restores_and_epochs() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap().with_read_cache(16);
-        let commit = |count, checkpoint| {
-            let s = state(count);
-            let change = Change {
-                key: b"erin",
-                state: &s,
-            };
-            store.commit([change], None, checkpoint).unwrap();
+        assert_eq!(store.get(MAIN, b"alice", text).unwrap(), Some("3".into()));
+        assert_eq!(store.get(TIMED, b"alice", text).unwrap(), None);
+        assert_eq!(store.checkpoint(MAIN).unwrap(), Some(42));
+        assert_eq!(store.checkpoint(TIMED).unwrap(), None);
+        assert_eq!(
+            scanned(&store, TIMED, true),
+            [
+                (b"ab".to_vec(), b"y".to_vec()),
+                (b"ba".to_vec(), b"x".to_vec())
+            ]
+        );
+        let delete = Write {
+            store: TIMED,
+            key: b"ab",
+            value: None,
         };
-        assert_eq!(store.get(b"erin").unwrap(), None);
-        commit(1, 1);
-        assert_eq!(store.get(b"erin").unwrap(), Some(state(1)));
-        commit(2, 2);
-        assert_eq!(store.get(b"erin").unwrap(), Some(state(2)));
-        store.commit([], Some(1), 3).unwrap();
-        assert_eq!(store.get(b"erin").unwrap().unwrap().hello_count, 0);
-        let restored = codec::encode_state(&state(7));
-        store
-            .apply_changelog([(&b"erin"[..], &restored[..])], 4)
-            .unwrap();
-        assert_eq!(store.get_raw(b"erin").unwrap(), Some(state(7)));
-        assert_eq!(store.get(b"erin").unwrap().unwrap().revision, 7);
+        store.commit([delete], &[None, Some(7)]).unwrap();
+        assert_eq!(
+            scanned(&store, TIMED, false),
+            [(b"ba".to_vec(), b"y".to_vec())]
+        );
+        assert_eq!(
+            scanned(&store, TIMED, true),
+            [(b"ab".to_vec(), b"y".to_vec())]
+        );
+        drop(store);
+        let reopened = Store::open_read_only(dir.path(), &specs()).unwrap();
+        assert_eq!(reopened.checkpoint(MAIN).unwrap(), Some(42));
+        assert_eq!(reopened.checkpoint(TIMED).unwrap(), Some(7));
+        // The checkpoints are the engine's: a scan of the first store never shows them.
+        assert_eq!(
+            scanned(&reopened, MAIN, false),
+            [(b"alice".to_vec(), b"3".to_vec())]
+        );
+        assert!(reopened.has_data().unwrap());
     }
 
     #[test]
-    fn restore_copies_changelog_bytes() {
+    fn a_value_the_application_cannot_read_is_a_corrupt_store() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let s = codec::encode_state(&state(7));
-        let epoch = codec::encode_u64(2);
+        let store = Store::open(dir.path(), &specs()).unwrap();
         store
-            .apply_changelog([(&b"carol"[..], &s[..]), (EPOCH_KEY, &epoch[..])], 10)
+            .commit([put(MAIN, b"bob", b"\xff\xfe")], &[Some(1)])
             .unwrap();
-        assert_eq!(store.get_raw(b"carol").unwrap(), Some(state(7)));
-        assert_eq!(store.epoch(), 2);
-        assert_eq!(store.checkpoint().unwrap(), Some(10));
+        let error = store.get(MAIN, b"bob", text).unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Corrupt { family: "default", key, .. } if key == "bob"),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn a_restore_puts_values_deletes_tombstones_and_keeps_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &specs()).unwrap();
+        store
+            .apply_changelog(
+                TIMED,
+                [(&b"cd"[..], Some(&b"1"[..])), (b"ef", Some(b"2"))],
+                2,
+            )
+            .unwrap();
+        store
+            .apply_changelog(TIMED, [(&b"cd"[..], None)], 3)
+            .unwrap();
+        assert_eq!(
+            scanned(&store, TIMED, false),
+            [(b"ef".to_vec(), b"2".to_vec())]
+        );
+        assert_eq!(
+            scanned(&store, TIMED, true),
+            [(b"fe".to_vec(), b"2".to_vec())]
+        );
+        assert_eq!(store.checkpoint(TIMED).unwrap(), Some(3));
+        assert_eq!(store.checkpoint(MAIN).unwrap(), None);
+        assert!(!store.has_data().unwrap());
+    }
+
+    #[test]
+    fn cached_reads_follow_commits_deletes_and_restores() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &specs())
+            .unwrap()
+            .with_read_cache(16);
+        let read = |key: &[u8]| store.get_cached(key, text).unwrap();
+        assert_eq!(read(b"erin"), None);
+        store
+            .commit([put(MAIN, b"erin", b"1")], &[Some(1)])
+            .unwrap();
+        assert_eq!(read(b"erin"), Some("1".into()));
+        store
+            .commit([put(MAIN, b"erin", b"2")], &[Some(2)])
+            .unwrap();
+        assert_eq!(read(b"erin"), Some("2".into()));
+        let delete = Write {
+            store: MAIN,
+            key: b"erin",
+            value: None,
+        };
+        store.commit([delete], &[Some(3)]).unwrap();
+        assert_eq!(read(b"erin"), None);
+        store
+            .apply_changelog(MAIN, [(&b"erin"[..], Some(&b"7"[..]))], 4)
+            .unwrap();
+        assert_eq!(read(b"erin"), Some("7".into()));
+        assert!(store.cache_stats().unwrap().hits > 0);
     }
 }

@@ -15,8 +15,8 @@
 //! bounded, and says what it waits for. The position, not the last record's offset, is what
 //! counts: the end is usually a commit or abort marker, which carries no record.
 //!
-//! A store has one changelog per state it holds: the key/value states and, with windows on,
-//! the windows. Each has its own checkpoint, and a restore brings both to their true ends.
+//! A partition store has one changelog per store the application declared, each with its own
+//! checkpoint, and a restore brings every one to its true end.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,7 +31,8 @@ use crate::config::Config;
 use crate::kafka::{reader_config, Reader, ReaderContext};
 use crate::shutdown::Shutdown;
 
-use super::{codec, Store, StoreError};
+use super::{Store, StoreError};
+use crate::engine::application::StoreId;
 
 const BATCH_RECORDS: usize = 20_000;
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -131,24 +132,15 @@ pub struct RestoreReport {
 }
 
 /// What to restore beyond "everything up to the true end".
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RestoreLimits {
-    /// Stop before this changelog offset (the drill rebuilds exactly what a checkpoint holds).
-    pub until: Option<u64>,
-    /// The same for the window changelog. With `until` set and this not, the window
-    /// changelog is not read at all.
-    pub windows_until: Option<u64>,
+    /// Stop each store's changelog before this offset, by store (the drill rebuilds exactly
+    /// what the checkpoints hold). A store past the end of the list is not restored at all.
+    pub until: Option<Vec<u64>>,
     /// At-least-once: do not apply states that folded input at or after this offset. Their
     /// output records may never have been delivered, and the task replays that input from the
     /// committed offset; applying them would make the replay skip it as done.
     pub replay_from: Option<i64>,
-}
-
-/// The changelogs of a store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Changelog {
-    States,
-    Windows,
 }
 
 /// Reads changelog partitions into stores.
@@ -156,9 +148,6 @@ pub struct Restorer {
     consumer: Reader,
     /// `read_uncommitted`: where the true end of a partition is.
     ends: Arc<Reader>,
-    topic: String,
-    /// `None`: windows are off.
-    windows_topic: Option<String>,
     open_transaction_wait: Duration,
 }
 
@@ -168,11 +157,6 @@ impl Restorer {
         Ok(Restorer {
             consumer: reader_config(config).create_with_context(ReaderContext)?,
             ends,
-            topic: config.topics.changelog.clone(),
-            windows_topic: config
-                .windows
-                .is_some()
-                .then(|| config.topics.windows_changelog.clone()),
             open_transaction_wait: config.kafka.transaction_timeout + OPEN_TRANSACTION_MARGIN,
         })
     }
@@ -211,8 +195,8 @@ impl Restorer {
         })
     }
 
-    /// Brings `store` up to the true end of each of its changelogs, or to the limits' `until`
-    /// and `windows_until`.
+    /// Brings each store of `store` up to the true end of its changelog, or to the limits'
+    /// `until`.
     pub fn restore_with(
         &self,
         store: &Store,
@@ -221,62 +205,54 @@ impl Restorer {
         progress: &RestoreProgress,
         cancel: &dyn Cancel,
     ) -> Result<RestoreReport, RestoreError> {
-        let mut report = self.restore_one(
-            Changelog::States,
-            store,
-            partition,
-            limits.until,
-            limits,
-            progress,
-            cancel,
-        )?;
-        let windows_wanted = limits.until.is_none() || limits.windows_until.is_some();
-        if self.windows_topic.is_some() && windows_wanted {
-            let windows = self.restore_one(
-                Changelog::Windows,
-                store,
-                partition,
-                limits.windows_until,
-                limits,
-                progress,
-                cancel,
-            )?;
-            report.records += windows.records;
-            report.held_back += windows.held_back;
-            report.elapsed += windows.elapsed;
+        let mut total: Option<RestoreReport> = None;
+        for id in (0..store.stores()).map(StoreId) {
+            let until = match &limits.until {
+                None => None,
+                Some(until) => match until.get(id.0) {
+                    Some(&until) => Some(until),
+                    None => continue,
+                },
+            };
+            let report =
+                self.restore_one(id, store, partition, until, &limits, progress, cancel)?;
+            total = Some(match total {
+                // The first store's checkpoint is the one a report names.
+                None => report,
+                Some(mut total) => {
+                    total.records += report.records;
+                    total.held_back += report.held_back;
+                    total.elapsed += report.elapsed;
+                    total
+                }
+            });
         }
-        Ok(report)
-    }
-
-    fn topic(&self, changelog: Changelog) -> &str {
-        match changelog {
-            Changelog::States => &self.topic,
-            Changelog::Windows => self.windows_topic.as_deref().unwrap_or(&self.topic),
-        }
+        Ok(total.unwrap_or(RestoreReport {
+            records: 0,
+            held_back: 0,
+            elapsed: Duration::ZERO,
+            checkpoint: 0,
+        }))
     }
 
     #[allow(clippy::too_many_arguments)]
     fn restore_one(
         &self,
-        changelog: Changelog,
+        id: StoreId,
         store: &Store,
         partition: i32,
         until: Option<u64>,
-        limits: RestoreLimits,
+        limits: &RestoreLimits,
         progress: &RestoreProgress,
         cancel: &dyn Cancel,
     ) -> Result<RestoreReport, RestoreError> {
         let started = Instant::now();
-        let topic = self.topic(changelog);
+        let topic = store.changelog(id);
         let (low, mut end) = self.true_end(topic, partition, cancel)?;
         if let Some(until) = until {
             end = end.min(until as i64);
         }
-        let checkpoint = match changelog {
-            Changelog::States => store.checkpoint()?,
-            Changelog::Windows => store.windows_checkpoint()?,
-        }
-        .unwrap_or(0);
+        let checkpoint = store.checkpoint(id)?.unwrap_or(0);
         if checkpoint as i64 > end && until.is_none() {
             return Err(RestoreError::CheckpointAhead {
                 topic: topic.to_owned(),
@@ -303,9 +279,7 @@ impl Restorer {
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
         self.consumer.assign(&assignment)?;
-        let result = self.replay(
-            changelog, store, partition, start, end, limits, progress, cancel,
-        );
+        let result = self.replay(id, store, partition, start, end, limits, progress, cancel);
         self.consumer.unassign()?;
         progress.waiting_at.store(-1, Ordering::Relaxed);
         let (records, held_back, next) = result?;
@@ -329,16 +303,22 @@ impl Restorer {
     #[allow(clippy::too_many_arguments)]
     fn replay(
         &self,
-        changelog: Changelog,
+        id: StoreId,
         store: &Store,
         partition: i32,
         start: i64,
         end: i64,
-        limits: RestoreLimits,
+        limits: &RestoreLimits,
         progress: &RestoreProgress,
         cancel: &dyn Cancel,
     ) -> Result<(u64, u64, u64), RestoreError> {
-        let topic = self.topic(changelog);
+        let topic = store.changelog(id);
+        let held_back_by = |key: &[u8], value: Option<&[u8]>| match (limits.replay_from, value) {
+            (Some(from), Some(value)) => store
+                .folded_offset(id, key, value)
+                .is_some_and(|offset| offset >= from),
+            _ => false,
+        };
         let mut keys: Vec<Vec<u8>> = Vec::with_capacity(BATCH_RECORDS);
         let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(BATCH_RECORDS);
         let mut next_offset = start;
@@ -382,16 +362,13 @@ impl Restorer {
                         // Only with an `until` limit: nothing past it belongs to this store.
                         true
                     } else {
-                        // A state tombstone carries nothing to restore; a window tombstone is an
-                        // expired window, deleted.
-                        match (changelog, message.key(), message.payload()) {
-                            (_, None, _) | (Changelog::States, _, None) => {}
-                            (_, Some(key), value)
-                                if held_back_by(changelog, key, value, limits.replay_from) =>
-                            {
+                        // A tombstone deletes the key (an expired window, say).
+                        match (message.key(), message.payload()) {
+                            (None, _) => {}
+                            (Some(key), value) if held_back_by(key, value) => {
                                 held_back += 1;
                             }
-                            (_, Some(key), value) => {
+                            (Some(key), value) => {
                                 keys.push(key.to_vec());
                                 values.push(value.map(<[u8]>::to_vec));
                             }
@@ -408,16 +385,11 @@ impl Restorer {
             let next = next_offset.min(end);
             if keys.len() >= BATCH_RECORDS || (reached_end && next > applied_up_to) {
                 let batch = keys.iter().zip(values.iter());
-                match changelog {
-                    Changelog::States => store.apply_changelog(
-                        batch.filter_map(|(k, v)| Some((&k[..], v.as_deref()?))),
-                        next as u64,
-                    )?,
-                    Changelog::Windows => store.apply_window_changelog(
-                        batch.map(|(k, v)| (&k[..], v.as_deref())),
-                        next as u64,
-                    )?,
-                }
+                store.apply_changelog(
+                    id,
+                    batch.map(|(k, v)| (&k[..], v.as_deref())),
+                    next as u64,
+                )?;
                 applied_up_to = next;
                 keys.clear();
                 values.clear();
@@ -497,29 +469,6 @@ fn is_transient(error: &KafkaError) -> bool {
             | Code::OffsetNotAvailable
             | Code::Resolve
     )
-}
-
-/// Whether an at-least-once restore holds back this changelog record (see
-/// [`RestoreLimits::replay_from`]). Markers such as the punctuation epoch are always applied.
-fn held_back_by(
-    changelog: Changelog,
-    key: &[u8],
-    value: Option<&[u8]>,
-    replay_from: Option<i64>,
-) -> bool {
-    let (Some(from), Some(value)) = (replay_from, value) else {
-        return false;
-    };
-    match changelog {
-        Changelog::States if codec::is_entity_key(key) => {
-            codec::decode_state(value).is_ok_and(|state| state.last_offset >= from)
-        }
-        Changelog::Windows if key != crate::hello::windows::CLOCK_KEY => {
-            crate::hello::windows::decode_counts(value)
-                .is_ok_and(|counts| counts.last_offset >= from)
-        }
-        _ => false,
-    }
 }
 
 /// Calls a broker request with a short timeout until it answers, the overall
