@@ -8,14 +8,15 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::engine::application::Application;
+use crate::engine::local::LocalState;
 use crate::engine::processor::{self, ProcessorError, Setup};
+use crate::hello::queries::HelloQueries;
 use crate::hello::HelloApp;
 use crate::kafka::admin::{self, AdminError};
 use crate::kafka::connect::{self, ConnectError, Progress};
 use crate::liveness::{self, Liveness};
 use crate::ownership::{self, Announcer, OwnerTable};
 use crate::query::http_forward::HttpForwarder;
-use crate::query::local::LocalState;
 use crate::query::resp_forward::RespForwarder;
 use crate::query::tls::{Tls, TlsError};
 use crate::query::{self, Owner, StateQuery};
@@ -190,7 +191,7 @@ async fn serve(config: Arc<Config>, instance_id: String) -> Result<(), DaemonErr
         owners,
         metrics.clone(),
     ));
-    let state: Arc<dyn StateQuery> = local.clone();
+    let state: Arc<dyn StateQuery> = Arc::new(HelloQueries::new(&config, local.clone()));
 
     let q = &config.query;
     let reserved = query::fd_budget::reserved(layout.input);

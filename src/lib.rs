@@ -1,19 +1,26 @@
 //! hello-streams: a stateful, exactly-once stream processor in the style of Kafka Streams.
 //!
+//! The crate is a stream [`engine`] that knows nothing about hellos, and the [`hello`]
+//! application on top of it ([`engine::application`] is the interface between them).
+//!
 //! How an event flows:
 //! 1. [`kafka::consumer`] polls `hello-events` (read_committed, auto-commit off) inside a
-//!    consumer group; the rebalance callbacks open and close one [`task`] per partition.
-//! 2. A newly assigned partition first restores its RocksDB [`store`] from the changelog,
-//!    from its checkpoint to the end ([`store::restore`]), while the others keep running.
-//! 3. The [`processor`] hands each record to its partition's task, which decodes and folds it
-//!    ([`domain`]) into an in-memory overlay and produces, inside the open Kafka transaction,
-//!    the new state to the changelog, a count-updated record to the output topic, or the
-//!    record to the dead-letter topic ([`sink`]).
+//!    consumer group; the rebalance callbacks open and close one [`engine::task`] per
+//!    partition.
+//! 2. A newly assigned partition first restores its RocksDB [`engine::store`] from the
+//!    application's changelogs, each from its checkpoint to its true end
+//!    ([`engine::store::restore`]), while the others keep running.
+//! 3. The [`engine::processor`] hands each record to its partition's task, which runs the
+//!    application's processor: the hello folds ([`hello::counts`], [`hello::window_task`])
+//!    write the key's new state and window through an in-memory overlay and, inside the open
+//!    Kafka transaction, to the changelogs, and send count-updated and window records or a
+//!    dead letter ([`engine::sink`]).
 //! 4. Every commit interval the processor commits the transaction with the input offsets
 //!    ([`kafka::producer`]); only then are the overlays written to RocksDB together with the
-//!    changelog checkpoint. An abort drops the overlays and rewinds the input.
+//!    changelog checkpoints. An abort drops the overlays and rewinds the input.
 //! 5. The [`query`] servers (HTTP and the Redis protocol) answer reads from committed local
-//!    state; [`ownership`] tells them who owns the other partitions.
+//!    state ([`hello::queries`] over [`engine::local`]); [`ownership`] tells them who owns
+//!    the other partitions.
 //!
 //! 6. The [`projection`] commands copy the committed `hello-counts` records into PostgreSQL
 //!    or Redis, exactly once.

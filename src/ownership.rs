@@ -20,8 +20,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::engine::local::Owner;
 use crate::kafka::logs::LogContext;
-use crate::query::Owner;
 use crate::shutdown::Shutdown;
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -7,12 +7,12 @@
 //! `Store::with_read_cache` sized as the daemon sizes it (`query.cache_max_entries`, 100,000 by
 //! default or `CACHE_ENTRIES`, split evenly over the partitions), and into stores whose cache
 //! holds every key of its partition (`KEYS` entries each). Every key is read once through each
-//! `LocalState` before anything is timed (a correctness check that also warms the caches).
+//! daemon's `StateQuery` before anything is timed (a correctness check that also warms the caches).
 //!
 //! Query path, in process (1,000,000 random reads per round):
 //! - `views::state` on the owning store: without the cache RocksDB `get_pinned` + decode + epoch;
 //!   with it one `StateCache` probe when the key hits;
-//! - `LocalState::lookup`, what both query servers call (key validation, murmur2, the
+//! - `StateQuery::lookup`, what both query servers call (key validation, murmur2, the
 //!   partition's slot behind its `RwLock`, then `views::state`);
 //!
 //! each for the three kinds of store, while the data sits in the memtable (as right after
@@ -38,7 +38,7 @@
 //! in read order, so they are in cache as a request's key is. Every row runs `ROUNDS` times,
 //! interleaved with the other rows of its phase, and reports the median of each statistic.
 //! Results: tables on stdout and `bench/results/read-path-inprocess.json`. The in-process
-//! target (p50 <= 1 µs) is checked on the `LocalState::lookup` rows of the daemon-sized cache.
+//! target (p50 <= 1 µs) is checked on the `StateQuery::lookup` rows of the daemon-sized cache.
 //! What earlier what-if rows of this bench found: BENCHMARKS.md, "Why the code is the way it
 //! is".
 //!
@@ -56,14 +56,15 @@ use std::time::{Duration, Instant};
 
 use hello_streams::config::{self, Config, Sources};
 use hello_streams::engine::application::Application;
+use hello_streams::engine::local::LocalState;
 use hello_streams::engine::store::cache::{Cached, StateCache};
 use hello_streams::engine::store::{Store, Write};
 use hello_streams::hello::codec::encode_state;
 use hello_streams::hello::domain::{validate_key, HelloState, Mood};
+use hello_streams::hello::queries::HelloQueries;
 use hello_streams::hello::{views, HelloApp, STATES};
 use hello_streams::ownership::OwnerTable;
 use hello_streams::partitioner::partition_for_key;
-use hello_streams::query::local::LocalState;
 use hello_streams::query::resp::{self, RespLimits, RespServer};
 use hello_streams::query::{Lookup, StateQuery};
 use hello_streams::shutdown::{self, Shutdown};
@@ -177,9 +178,9 @@ impl Data {
             .collect()
     }
 
-    /// A running instance's `LocalState` with every partition active on `stores`; reads every
+    /// A running instance's `StateQuery` (the hello reads over its `LocalState`) with every partition active on `stores`; reads every
     /// key once through it (which checks the values and fills the stores' read caches).
-    fn local_state(&self, config: &Config, stores: &[Arc<Store>]) -> Arc<LocalState> {
+    fn local_state(&self, config: &Config, stores: &[Arc<Store>]) -> Arc<HelloQueries> {
         let local = Arc::new(LocalState::new(
             config,
             "bench",
@@ -192,6 +193,7 @@ impl Data {
         }
         local.set_running(true);
         local.set_joined(0);
+        let local = Arc::new(HelloQueries::new(config, local));
         for (i, k) in self.keys.iter().enumerate() {
             match local.lookup(k.as_bytes()) {
                 Lookup::Found(s) => assert_eq!(s, self.states[i]),
@@ -369,7 +371,7 @@ fn main() {
 
     let timer_ns = timer_overhead_ns(reads);
     eprintln!("timer overhead (Instant::now + elapsed, p50): {timer_ns} ns");
-    // `views::state` on the owning store and `LocalState::lookup` of the `i`th read, per kind of
+    // `views::state` on the owning store and `StateQuery::lookup` of the `i`th read, per kind of
     // store; each name lacks the phase that closes its parenthesis.
     type Read<'a> = Box<dyn Fn(usize) + Sync + 'a>;
     let kinds = [
@@ -388,7 +390,7 @@ fn main() {
             });
             [
                 (format!("views::state ({label}"), get),
-                (format!("LocalState::lookup ({label}"), lookup),
+                (format!("StateQuery::lookup ({label}"), lookup),
             ]
         })
         .collect();

@@ -64,11 +64,11 @@ pub(crate) fn print_and_write(
             r.reads_per_sec / r.single_thread_reads_per_sec
         ));
     }
-    // The target is about the read path the daemon runs: `LocalState::lookup` over stores with
+    // The target is about the read path the daemon runs: `StateQuery::lookup` over stores with
     // the read cache sized as configured. The uncached worst is reported next to it.
     let worst_p50 = |tag: &str| {
         rows.iter()
-            .filter(|r| r.name.starts_with("LocalState::lookup") && r.name.contains(tag))
+            .filter(|r| r.name.starts_with("StateQuery::lookup") && r.name.contains(tag))
             .map(|r| r.p50_ns)
             .max()
             .unwrap_or(u64::MAX)
@@ -94,7 +94,7 @@ pub(crate) fn print_and_write(
     println!("{table}");
     println!("{par_table}");
     println!(
-        "target in-process read p50 <= 1000 ns: {} (worst LocalState::lookup p50 with the \
+        "target in-process read p50 <= 1000 ns: {} (worst StateQuery::lookup p50 with the \
          {}: {lookup_p50} ns; without a cache: {uncached_p50} ns)",
         if target_met { "met" } else { "NOT met" },
         cache.label,

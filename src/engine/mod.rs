@@ -13,6 +13,7 @@
 
 pub mod application;
 pub mod context;
+pub mod local;
 pub mod processor;
 pub mod sink;
 pub mod store;

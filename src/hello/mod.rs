@@ -6,11 +6,13 @@
 //! - [`counts`]: the key/value fold as a processor, and its `hello-counts` output;
 //! - [`windows`]: tumbling windows by event time, pure; [`window_task`] folds them in a
 //!   partition, [`window_store`] reads them;
-//! - [`views`]: what queries, the drill and the state dump read from a partition's store.
+//! - [`views`]: what queries, the drill and the state dump read from a partition's store;
+//!   [`queries`] answers the query servers from them.
 
 pub mod codec;
 pub mod counts;
 pub mod domain;
+pub mod queries;
 pub mod views;
 pub mod window_store;
 pub mod window_task;

@@ -242,7 +242,7 @@ pub(super) async fn not_here<T>(
     wait: Duration,
 ) -> Response {
     match lookup {
-        Lookup::InvalidKey(poison) => invalid_key(&poison.message),
+        Lookup::InvalidKey(message) => invalid_key(&message),
         Lookup::Restoring {
             partition,
             restored,
@@ -441,7 +441,7 @@ pub(crate) mod fake {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use crate::hello::domain::{validate_key, HelloState, Mood};
-    use crate::query::{Lookup, Owner, PartitionStatus, Position, StateQuery, Status};
+    use crate::query::{Lookup, Owner, PartitionStatus, Position, StateLookup, StateQuery, Status};
 
     /// Keys: `alice` (3/7 HAPPY), `bob` (12/20 ANGRY), `restoring*`, `remote*` (owner node-b),
     /// `far*` (owner node-c), `orphan` (no owner), `broken` (store failure); any other valid
@@ -479,10 +479,10 @@ pub(crate) mod fake {
     }
 
     impl StateQuery for FakeQuery {
-        fn lookup(&self, key: &[u8]) -> Lookup {
+        fn lookup(&self, key: &[u8]) -> StateLookup {
             let key = match validate_key(Some(key)) {
                 Ok(key) => key,
-                Err(poison) => return Lookup::InvalidKey(poison),
+                Err(poison) => return Lookup::InvalidKey(poison.message),
             };
             match key {
                 "alice" => Lookup::Found(alice()),

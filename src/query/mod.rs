@@ -16,7 +16,6 @@ pub mod http_forward;
 pub mod http_server;
 mod http_windows;
 pub mod instant;
-pub mod local;
 pub mod resp;
 mod resp_commands;
 pub mod resp_forward;
@@ -29,70 +28,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::hello::domain::{HelloState, Mood, Poison};
+use crate::hello::domain::{HelloState, Mood};
 use crate::hello::windows::{WindowCounts, WindowSpec};
 
-/// Where another instance serves its partitions (from the ownership announcements).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Owner {
-    pub instance_id: String,
-    /// `host:port` of its HTTP server.
-    pub http_addr: String,
-    /// `host:port` of its RESP server.
-    pub resp_addr: String,
-}
+pub use crate::engine::local::{Lookup, Owner, Position};
 
-/// The answer to "what is the state of key K?" (or, with `T` a window series, "what are
-/// K's windows?").
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup<T = HelloState> {
-    Found(T),
-    /// The key's partition is owned and ready here, and the key was never seen.
-    NotFound,
-    /// The key can never hold state (empty, over 255 bytes, not UTF-8).
-    InvalidKey(Poison),
-    /// The key's partition is being restored here; answering now could be stale.
-    Restoring {
-        partition: i32,
-        restored: u64,
-        total: u64,
-    },
-    /// Another instance owns the key's partition.
-    Elsewhere {
-        partition: i32,
-        owner: Owner,
-    },
-    /// Nobody is known to own the partition right now (rebalance in progress, or no instance).
-    Unavailable {
-        partition: i32,
-    },
-    /// The store failed; the message is for the client.
-    Failed(String),
-}
-
-impl<T> Lookup<T> {
-    /// The same routing answer about another kind of value; `Found` is mapped by `found`.
-    pub fn map<U>(self, found: impl FnOnce(T) -> U) -> Lookup<U> {
-        match self {
-            Lookup::Found(value) => Lookup::Found(found(value)),
-            Lookup::NotFound => Lookup::NotFound,
-            Lookup::InvalidKey(poison) => Lookup::InvalidKey(poison),
-            Lookup::Restoring {
-                partition,
-                restored,
-                total,
-            } => Lookup::Restoring {
-                partition,
-                restored,
-                total,
-            },
-            Lookup::Elsewhere { partition, owner } => Lookup::Elsewhere { partition, owner },
-            Lookup::Unavailable { partition } => Lookup::Unavailable { partition },
-            Lookup::Failed(message) => Lookup::Failed(message),
-        }
-    }
-}
+/// The answer to "what is the state of key K?".
+pub type StateLookup = Lookup<HelloState>;
 
 /// A key's windows whose start lies in the range asked, in start order.
 pub type WindowSeries = Vec<(i64, WindowCounts)>;
@@ -169,17 +111,9 @@ pub struct Status {
     pub windows: Option<WindowsStatus>,
 }
 
-/// What a read reflects: every input record of `partition` up to `offset` (inclusive) has
-/// its effect in the answer; -1 when the partition has applied nothing yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Position {
-    pub partition: i32,
-    pub offset: i64,
-}
-
 /// What the query servers need from the rest of the daemon.
 pub trait StateQuery: Send + Sync + 'static {
-    fn lookup(&self, key: &[u8]) -> Lookup;
+    fn lookup(&self, key: &[u8]) -> StateLookup;
     fn status(&self) -> Status;
     /// Prometheus text exposition of the daemon's metrics.
     fn metrics(&self) -> String;

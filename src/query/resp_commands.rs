@@ -28,7 +28,7 @@ use super::resp_protocol::{
     push_printable, write_field, Proto, FIELDS, WRITE_COMMANDS,
 };
 use super::resp_reply::{write_value, Value};
-use super::{wait_for_position, Lookup, Position};
+use super::{wait_for_position, Lookup, Position, StateLookup};
 use crate::hello::domain::HelloState;
 
 /// What Redis reports as its version; clients gate features on it, so it must parse as one.
@@ -362,7 +362,7 @@ impl Session {
         mut each: impl FnMut(&mut Vec<u8>, Option<&HelloState>),
     ) -> Result<(), Option<Forward>> {
         let mut local = 0_usize;
-        let mut remote: Option<Lookup> = None;
+        let mut remote: Option<StateLookup> = None;
         let mut spread = false;
         for key in keys {
             match self.server.query.lookup(&frame[key.clone()]) {

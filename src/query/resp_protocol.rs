@@ -306,7 +306,7 @@ fn decimal_len(value: i64) -> usize {
         .map_or(1, |d| d as usize + 1)
 }
 
-pub(super) fn lookup_error(out: &mut Vec<u8>, lookup: &Lookup) {
+pub(super) fn lookup_error<T>(out: &mut Vec<u8>, lookup: &Lookup<T>) {
     let (prefix, text): (&[u8], &str) = match lookup {
         Lookup::Restoring {
             partition,
@@ -330,7 +330,7 @@ pub(super) fn lookup_error(out: &mut Vec<u8>, lookup: &Lookup) {
             );
             (b"", "")
         }
-        Lookup::InvalidKey(poison) => (b"-ERR invalid key: ", &poison.message),
+        Lookup::InvalidKey(message) => (b"-ERR invalid key: ", message),
         Lookup::Failed(message) => (b"-ERR store read failed: ", message),
         // Callers answer the local cases themselves.
         Lookup::Found(_) | Lookup::NotFound => (b"-ERR internal error: unexpected lookup", ""),

@@ -105,6 +105,16 @@ mod containers {
 /// A port nothing listens on, for a daemon to bind next. Picked below the kernel's ephemeral
 /// range (32768-60999): a port from there (bind to port 0) can become some client's source
 /// port before the daemon binds it, which once failed a test with "Address already in use".
+/// A configuration from `field=value` overrides alone, loaded as the daemon loads its own.
+pub fn load_config(overrides: Vec<String>) -> hello_streams::config::Config {
+    hello_streams::config::load(&hello_streams::config::Sources {
+        file: None,
+        env: Vec::new(),
+        overrides,
+    })
+    .expect("config")
+}
+
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const FIRST: u32 = 20_000;

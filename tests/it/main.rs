@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod dashboard;
 mod dead_letters;
+mod engine;
 mod hostile;
 mod processing;
 mod projection;

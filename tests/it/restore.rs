@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hello_streams::config::{load, Config, Sources};
+use hello_streams::config::Config;
 use hello_streams::engine::application::Application;
 use hello_streams::engine::store::restore::{RestoreLimits, RestoreProgress, Restorer};
 use hello_streams::engine::store::Store;
@@ -21,18 +21,13 @@ use rdkafka::ClientConfig;
 use crate::common::*;
 
 fn config(app: &App) -> Config {
-    load(&Sources {
-        file: None,
-        env: Vec::new(),
-        overrides: vec![
-            format!("kafka.bootstrap_servers={}", bootstrap()),
-            format!("app.application_id={}", app.id),
-            "kafka.transaction_timeout_ms=60000".into(),
-            // These tests write the state changelog by hand; no window changelog exists.
-            "windows.enabled=false".into(),
-        ],
-    })
-    .expect("config")
+    load_config(vec![
+        format!("kafka.bootstrap_servers={}", bootstrap()),
+        format!("app.application_id={}", app.id),
+        "kafka.transaction_timeout_ms=60000".into(),
+        // These tests write the state changelog by hand; no window changelog exists.
+        "windows.enabled=false".into(),
+    ])
 }
 
 fn create_topic(name: &str) {

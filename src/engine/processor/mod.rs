@@ -15,6 +15,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::{Config, Guarantee};
 use crate::engine::application::Application;
+use crate::engine::local::LocalState;
 use crate::engine::now_ms;
 use crate::engine::sink::{InputRecord, Sink};
 use crate::engine::store::restore::{RestoreError, RestoreProgress, Restorer};
@@ -26,7 +27,6 @@ use crate::kafka::producer::{CommitError, DeliveryTracker, Producer, ProducerErr
 use crate::kafka::{create_end_reader, Reader};
 use crate::liveness::{Activity, Liveness};
 use crate::ownership::Announcer;
-use crate::query::local::LocalState;
 use crate::shutdown::Shutdown;
 use crate::telemetry::{Metrics, ThreadMetrics, Uncommitted};
 

@@ -1,25 +1,94 @@
-//! The [`StateQuery`] of a running instance: its own partitions' stores, their restore
-//! progress, and the owner table for everything else.
+//! What this instance holds: each of its partitions' store or restore progress, the input
+//! position its store reflects and its lag, whether the stream threads run, and the owner
+//! table for every other partition. The stream threads write it; the query servers read
+//! through it, so a read is routed by the key's partition to a store, a "restoring" answer,
+//! or the owner elsewhere.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use super::{
-    Lookup, PartitionStatus, Position as AnswerPosition, StateQuery, Status, Top, TopKey,
-    WindowSeries, WindowsStatus,
-};
+use serde::Serialize;
+
+use super::store::restore::RestoreProgress;
+use super::store::{CacheStats, Store, StoreError};
 use crate::config::Config;
-use crate::engine::store::restore::RestoreProgress;
-use crate::engine::store::{CacheStats, Store, StoreError};
-use crate::hello::domain::validate_key;
-use crate::hello::windows::WindowSpec;
-use crate::hello::{views, window_store};
 use crate::ownership::OwnerTable;
 use crate::partitioner::partition_for_key;
 use crate::telemetry::prometheus::{Exposition, Kind};
 use crate::telemetry::Metrics;
 
-enum View {
+/// Where another instance serves its partitions (from the ownership announcements).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    pub instance_id: String,
+    /// `host:port` of its HTTP server.
+    pub http_addr: String,
+    /// `host:port` of its RESP server.
+    pub resp_addr: String,
+}
+
+/// The answer to a read of key K: what the store of K's partition holds, or why this
+/// instance cannot say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup<T> {
+    Found(T),
+    /// The key's partition is owned and ready here, and the key was never seen.
+    NotFound,
+    /// The key can never hold a value; the message says why.
+    InvalidKey(String),
+    /// The key's partition is being restored here; answering now could be stale.
+    Restoring {
+        partition: i32,
+        restored: u64,
+        total: u64,
+    },
+    /// Another instance owns the key's partition.
+    Elsewhere {
+        partition: i32,
+        owner: Owner,
+    },
+    /// Nobody is known to own the partition right now (rebalance in progress, or no instance).
+    Unavailable {
+        partition: i32,
+    },
+    /// The store failed; the message is for the client.
+    Failed(String),
+}
+
+impl<T> Lookup<T> {
+    /// The same routing answer about another kind of value; `Found` is mapped by `found`.
+    pub fn map<U>(self, found: impl FnOnce(T) -> U) -> Lookup<U> {
+        match self {
+            Lookup::Found(value) => Lookup::Found(found(value)),
+            Lookup::NotFound => Lookup::NotFound,
+            Lookup::InvalidKey(message) => Lookup::InvalidKey(message),
+            Lookup::Restoring {
+                partition,
+                restored,
+                total,
+            } => Lookup::Restoring {
+                partition,
+                restored,
+                total,
+            },
+            Lookup::Elsewhere { partition, owner } => Lookup::Elsewhere { partition, owner },
+            Lookup::Unavailable { partition } => Lookup::Unavailable { partition },
+            Lookup::Failed(message) => Lookup::Failed(message),
+        }
+    }
+}
+
+/// What a read reflects: every input record of `partition` up to `offset` (inclusive) has
+/// its effect in the answer; -1 when the partition has applied nothing yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Position {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A partition this instance holds.
+pub enum PartitionView {
     Restoring(Arc<RestoreProgress>),
     Active(Arc<Store>),
 }
@@ -28,12 +97,12 @@ enum View {
 /// its reader count); with one lock for all partitions, the query threads kept writing the
 /// same line and two threads read no faster than one.
 #[repr(align(64))]
-struct Slot(RwLock<Option<View>>, Position);
+struct Slot(RwLock<Option<PartitionView>>, Offsets);
 
 /// `next`: the input offset after the last record whose effect the partition's store holds
 /// (what a read of it reflects); `lag`: input records beyond the stream thread's position.
 /// -1: unknown.
-struct Position {
+struct Offsets {
     next: AtomicI64,
     lag: AtomicI64,
 }
@@ -42,7 +111,7 @@ impl Default for Slot {
     fn default() -> Self {
         Slot(
             RwLock::default(),
-            Position {
+            Offsets {
                 next: AtomicI64::new(-1),
                 lag: AtomicI64::new(-1),
             },
@@ -51,16 +120,13 @@ impl Default for Slot {
 }
 
 impl Slot {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<View>> {
+    fn read(&self) -> RwLockReadGuard<'_, Option<PartitionView>> {
         self.0.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 pub struct LocalState {
     instance_id: String,
-    application_id: String,
-    guarantee: &'static str,
-    windows: Option<WindowSpec>,
     input_partitions: i32,
     /// Indexed by input partition.
     views: Box<[Slot]>,
@@ -86,9 +152,6 @@ impl LocalState {
     ) -> Self {
         LocalState {
             instance_id: instance_id.to_owned(),
-            application_id: config.application_id.clone(),
-            guarantee: config.guarantee.as_str(),
-            windows: config.windows,
             input_partitions,
             views: (0..input_partitions.max(0))
                 .map(|_| Slot::default())
@@ -109,13 +172,16 @@ impl LocalState {
 
     /// Partitions past the count known at start cannot be asked for (keys are routed over
     /// that count), so they have no slot.
-    fn set(&self, partition: i32, view: Option<View>) {
+    fn set(&self, partition: i32, view: Option<PartitionView>) {
         if let Some(slot) = self.slot(partition) {
             *slot.0.write().unwrap_or_else(|e| e.into_inner()) = view;
         }
     }
 
-    fn views(&self) -> impl Iterator<Item = (i32, std::sync::RwLockReadGuard<'_, Option<View>>)> {
+    /// Every partition slot, with what this instance holds of it (`None`: nothing).
+    pub fn partitions(
+        &self,
+    ) -> impl Iterator<Item = (i32, RwLockReadGuard<'_, Option<PartitionView>>)> {
         self.views
             .iter()
             .enumerate()
@@ -123,11 +189,11 @@ impl LocalState {
     }
 
     pub fn set_restoring(&self, partition: i32, progress: Arc<RestoreProgress>) {
-        self.set(partition, Some(View::Restoring(progress)));
+        self.set(partition, Some(PartitionView::Restoring(progress)));
     }
 
     pub fn set_active(&self, partition: i32, store: Arc<Store>) {
-        self.set(partition, Some(View::Active(store)));
+        self.set(partition, Some(PartitionView::Active(store)));
     }
 
     pub fn remove(&self, partition: i32) {
@@ -150,7 +216,7 @@ impl LocalState {
         }
     }
 
-    fn lag(&self, partition: i32) -> Option<u64> {
+    pub fn lag(&self, partition: i32) -> Option<u64> {
         let lag = self.slot(partition)?.1.lag.load(Ordering::Relaxed);
         u64::try_from(lag).ok()
     }
@@ -181,28 +247,33 @@ impl LocalState {
 }
 
 impl LocalState {
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// The input's partition count, over which keys are routed.
+    pub fn input_partitions(&self) -> i32 {
+        self.input_partitions
+    }
+
     /// Routes a read of `key` to its partition: `read` runs against the store when the
     /// partition is active here, and the answer says where it is otherwise.
-    fn routed<T>(
+    pub fn route<T>(
         &self,
         key: &[u8],
-        read: impl FnOnce(&Store, &str) -> Result<Option<T>, StoreError>,
+        read: impl FnOnce(&Store) -> Result<Option<T>, StoreError>,
     ) -> Lookup<T> {
-        let key = match validate_key(Some(key)) {
-            Ok(key) => key,
-            Err(poison) => return Lookup::InvalidKey(poison),
-        };
-        let partition = partition_for_key(key.as_bytes(), self.input_partitions);
+        let partition = partition_for_key(key, self.input_partitions);
         // The store is read under the slot's read guard: no `Arc` clone, so no second
         // shared write per read; a revoke waits for reads in flight.
         let view = self.slot(partition).map(Slot::read);
         match view.as_deref().and_then(Option::as_ref) {
-            Some(View::Active(store)) => match read(store, key) {
+            Some(PartitionView::Active(store)) => match read(store) {
                 Ok(Some(found)) => Lookup::Found(found),
                 Ok(None) => Lookup::NotFound,
                 Err(error) => Lookup::Failed(error.to_string()),
             },
-            Some(View::Restoring(progress)) => Lookup::Restoring {
+            Some(PartitionView::Restoring(progress)) => Lookup::Restoring {
                 partition,
                 restored: progress.restored.load(Ordering::Relaxed),
                 total: progress.total.load(Ordering::Relaxed),
@@ -215,105 +286,15 @@ impl LocalState {
             },
         }
     }
-}
 
-impl StateQuery for LocalState {
-    fn lookup(&self, key: &[u8]) -> Lookup {
-        self.routed(key, |store, key| views::state(store, key.as_bytes()))
-    }
-
-    fn window_spec(&self) -> Option<WindowSpec> {
-        self.windows
-    }
-
-    fn windows(&self, key: &[u8], from: i64, to: i64) -> Lookup<WindowSeries> {
-        if self.windows.is_none() {
-            return Lookup::Failed("windows are off ([windows] enabled = false)".to_owned());
-        }
-        self.routed(key, |store, key| {
-            window_store::windows_of(store, key.as_bytes(), from, to).map(Some)
-        })
-    }
-
-    fn top(&self, n: usize) -> Top {
-        let mut top = Top {
-            partitions: Vec::new(),
-            restoring: Vec::new(),
-            top: Vec::new(),
-        };
-        // A bounded heap would save memory for large n; n is small (the dashboard asks 10).
-        for (partition, view) in self.views() {
-            match view.as_ref() {
-                Some(View::Active(store)) => {
-                    top.partitions.push(partition);
-                    let scanned = views::for_each_state(store, |key, state| {
-                        top.top.push(TopKey {
-                            key: key.to_owned(),
-                            hello_count: state.hello_count,
-                            hello_total_count: state.hello_total_count,
-                            mood: state.mood,
-                        });
-                        if top.top.len() >= 4 * n.max(64) {
-                            keep_top(&mut top.top, n);
-                        }
-                    });
-                    if let Err(error) = scanned {
-                        tracing::warn!(partition, %error, "top keys: store read failed");
-                    }
-                }
-                Some(View::Restoring(_)) => top.restoring.push(partition),
-                None => {}
-            }
-        }
-        keep_top(&mut top.top, n);
-        top
-    }
-
-    fn status(&self) -> Status {
-        let partitions: Vec<PartitionStatus> = self
-            .views()
-            .filter_map(|(partition, view)| match view.as_ref()? {
-                View::Active(store) => Some(PartitionStatus {
-                    partition,
-                    state: "active",
-                    restored: 0,
-                    restore_total: 0,
-                    lag: self.lag(partition).map(|l| l as i64),
-                    waiting_for_transaction_at: None,
-                    stream_time: self
-                        .windows
-                        .and_then(|_| window_store::clock(store).ok())
-                        .map(|clock| clock.stream_time)
-                        .filter(|&t| t != i64::MIN),
-                }),
-                View::Restoring(p) => Some(PartitionStatus {
-                    partition,
-                    state: "restoring",
-                    restored: p.restored.load(Ordering::Relaxed),
-                    restore_total: p.total.load(Ordering::Relaxed),
-                    lag: None,
-                    waiting_for_transaction_at: p.waiting_for_transaction_at(),
-                    stream_time: None,
-                }),
-            })
-            .collect();
-        Status {
-            instance_id: self.instance_id.clone(),
-            application_id: self.application_id.clone(),
-            processing_guarantee: self.guarantee.to_owned(),
-            input_partitions: self.input_partitions,
-            partitions,
-            windows: self.windows.as_ref().map(WindowsStatus::new),
-        }
-    }
-
-    fn metrics(&self) -> String {
+    /// Prometheus text exposition of the daemon's metrics and of the partitions here.
+    pub fn metrics(&self) -> String {
         let (mut active, mut restoring) = (0.0, 0.0);
         let mut lags = Vec::new();
         let mut caches = Vec::new();
-        for (partition, view) in self.views() {
+        for (partition, view) in self.partitions() {
             match view.as_ref() {
-                Some(View::Active(store)) => {
+                Some(PartitionView::Active(store)) => {
                     active += 1.0;
                     if let Some(lag) = self.lag(partition) {
                         lags.push((partition.to_string(), lag as f64));
@@ -322,7 +303,7 @@ impl StateQuery for LocalState {
                         caches.push((partition.to_string(), stats));
                     }
                 }
-                Some(View::Restoring(_)) => restoring += 1.0,
+                Some(PartitionView::Restoring(_)) => restoring += 1.0,
                 None => {}
             }
         }
@@ -390,34 +371,29 @@ impl StateQuery for LocalState {
         e.finish()
     }
 
-    fn position_of(&self, key: &[u8]) -> Option<AnswerPosition> {
+    /// The position of the key's partition when it is active here and known. Read it before
+    /// the store: the store is written before the position moves, so the value then read is
+    /// at least as new as the position says.
+    pub fn position_of(&self, key: &[u8]) -> Option<Position> {
         let partition = partition_for_key(key, self.input_partitions);
         let active = self
             .slot(partition)
-            .is_some_and(|slot| matches!(slot.read().as_ref(), Some(View::Active(_))));
+            .is_some_and(|slot| matches!(slot.read().as_ref(), Some(PartitionView::Active(_))));
         let next = self.position(partition).filter(|_| active)?;
-        Some(AnswerPosition {
+        Some(Position {
             partition,
             offset: next - 1,
         })
     }
 
-    fn ready(&self) -> bool {
+    /// True once every stream thread runs and has its first assignment, none is stalled, and
+    /// no partition here is restoring.
+    pub fn ready(&self) -> bool {
         self.running.load(Ordering::Acquire) >= self.threads
             && self.metrics.stalled_threads.load(Ordering::Relaxed) == 0
             && self.all_joined()
             && !self
-                .views()
-                .any(|(_, v)| matches!(v.as_ref(), Some(View::Restoring(_))))
+                .partitions()
+                .any(|(_, v)| matches!(v.as_ref(), Some(PartitionView::Restoring(_))))
     }
-}
-
-/// Sorts by helloCount (highest first, then key) and keeps the first `n`.
-fn keep_top(keys: &mut Vec<TopKey>, n: usize) {
-    keys.sort_by(|a, b| {
-        b.hello_count
-            .cmp(&a.hello_count)
-            .then_with(|| a.key.cmp(&b.key))
-    });
-    keys.truncate(n);
 }
