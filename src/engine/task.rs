@@ -29,8 +29,6 @@ pub struct Task {
     overlay: Overlay,
     /// Offset after the last record processed in the open transaction.
     pending_offset: Option<i64>,
-    /// A punctuation wrote in the open transaction.
-    punctuated: bool,
 }
 
 impl Task {
@@ -41,7 +39,6 @@ impl Task {
             store,
             processor,
             pending_offset: None,
-            punctuated: false,
         }
     }
 
@@ -52,10 +49,6 @@ impl Task {
     /// The input offset to commit for this partition, if the open transaction moved it.
     pub fn pending_offset(&self) -> Option<i64> {
         self.pending_offset
-    }
-
-    pub fn has_pending_work(&self) -> bool {
-        self.pending_offset.is_some() || self.punctuated
     }
 
     pub fn process(
@@ -70,7 +63,6 @@ impl Task {
     }
 
     pub fn punctuate(&mut self, sink: &Sink, work: &mut Uncommitted) -> Result<(), TaskError> {
-        self.punctuated = true;
         let mut ctx = Context::new(self.partition, &self.store, &mut self.overlay, sink, work);
         self.processor.punctuate(&mut ctx)
     }
@@ -110,6 +102,5 @@ impl Task {
     fn clear(&mut self) {
         self.overlay.clear();
         self.pending_offset = None;
-        self.punctuated = false;
     }
 }

@@ -9,6 +9,7 @@ use super::windows::WindowSpec;
 use super::{views, window_store};
 use crate::config::Config;
 use crate::engine::local::{LocalState, PartitionView, Position};
+use crate::engine::store::{Store, StoreError};
 use crate::query::{
     Lookup, PartitionStatus, StateLookup, StateQuery, Status, Top, TopKey, WindowSeries,
     WindowsStatus,
@@ -35,10 +36,7 @@ impl HelloQueries {
     fn routed<T>(
         &self,
         key: &[u8],
-        read: impl FnOnce(
-            &crate::engine::store::Store,
-            &str,
-        ) -> Result<Option<T>, crate::engine::store::StoreError>,
+        read: impl FnOnce(&Store, &str) -> Result<Option<T>, StoreError>,
     ) -> Lookup<T> {
         match validate_key(Some(key)) {
             Ok(key) => self.local.route(key.as_bytes(), |store| read(store, key)),

@@ -36,7 +36,7 @@ pub fn for_each_state(
     store: &Store,
     mut visit: impl FnMut(&str, HelloState),
 ) -> Result<u64, StoreError> {
-    let epoch = store.get(STATES, EPOCH_KEY, decode_epoch)?.unwrap_or(0);
+    let epoch = committed_epoch(store)?;
     let mut visited = 0;
     store.scan(STATES, &[], None, |key, value| {
         if !codec::is_entity_key(key) {

@@ -224,14 +224,6 @@ pub fn window_key(key: &[u8], start: i64) -> Vec<u8> {
     out
 }
 
-/// The prefix every window of `key` starts with.
-pub fn key_prefix(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + key.len());
-    out.push(key.len() as u8);
-    out.extend_from_slice(key);
-    out
-}
-
 /// `(key, start)` of a window key; `None` for the clock or garbage.
 pub fn split_window_key(bytes: &[u8]) -> Option<(&[u8], i64)> {
     let len = *bytes.first()? as usize;

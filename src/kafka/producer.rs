@@ -66,12 +66,6 @@ impl TrackerState {
     pub fn partitions(&self) -> i32 {
         self.partitions
     }
-
-    /// The offset after the last record delivered to `partition` of the first changelog.
-    pub fn next_changelog_offset(&self, partition: i32) -> Option<u64> {
-        self.next_offset(0, partition)
-    }
-
     /// The offset after the last record delivered to `partition` of changelog number
     /// `changelog` (in the order given to [`DeliveryTracker::new`]), if any.
     pub fn next_offset(&self, changelog: usize, partition: i32) -> Option<u64> {
