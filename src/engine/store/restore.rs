@@ -278,9 +278,9 @@ impl Restorer {
         }
         // A new reader knows no topic yet: assigned one, librdkafka learns its leader on its
         // once-a-second topic scan and only then fetches, so a restore with anything to read
-        // (if only the commit marker after the checkpoint) took a second. Asking for the
-        // topic's metadata first fills the cache the assignment uses. Best effort: without
-        // it the scan still gets there.
+        // (if only the commit marker after the checkpoint) took a second (BENCHMARKS.md, "Why
+        // the code is the way it is"). Asking for the topic's metadata first fills the cache
+        // the assignment uses. Best effort: without it the scan still gets there.
         let _ = self.consumer.fetch_metadata(Some(topic), SLICE);
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
