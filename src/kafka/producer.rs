@@ -66,6 +66,7 @@ impl TrackerState {
     pub fn partitions(&self) -> i32 {
         self.partitions
     }
+
     /// The offset after the last record delivered to `partition` of changelog number
     /// `changelog` (in the order given to [`DeliveryTracker::new`]), if any.
     pub fn next_offset(&self, changelog: usize, partition: i32) -> Option<u64> {
